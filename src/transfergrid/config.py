@@ -1,0 +1,235 @@
+"""Configuration: dataclass defaults < model overrides < YAML file < command line, unknown keys rejected.
+
+Every field name is unique across the nested dataclasses, so the command line (`--lora_r 16`), MLflow
+parameters (`-P lora_r=16`) and YAML files (`lora_r: 16`) all use the same flat names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from transfergrid.grid import Cell, suggest
+
+PAPER_SEEDS = (17, 42, 101)
+SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter (SPEC 1.5): r=32, alpha=2r, dropout 0, all seven projection modules."""
+
+    recipe: str = "lora"  # only LoRA for now; full fine-tuning (SPEC 1.18) comes with the ablation work
+    lora_r: int = 32
+    lora_alpha: float | None = None  # None: 2 * lora_r, as the paper
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(SEVEN_PROJECTIONS))
+    use_rslora: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recipe != "lora":
+            raise ValueError(f"unknown recipe {self.recipe!r}; valid recipes: lora")
+        if self.lora_r <= 0:
+            raise ValueError(f"lora_r must be a positive integer, got {self.lora_r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_alpha is None:
+            self.lora_alpha = 2.0 * self.lora_r
+        if not self.target_modules:
+            raise ValueError("target_modules is empty; the paper uses " + ",".join(SEVEN_PROJECTIONS))
+
+
+@dataclass
+class TrainConfig:
+    """Trainer recipe (SPEC 1.5): lr 5e-5 linear, 10% warmup, 3 epochs, batch 8, best-eval-loss epoch."""
+
+    learning_rate: float = 5e-5
+    num_epochs: float = 3.0
+    warmup_ratio: float = 0.1
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    validation_fraction: float = 0.1
+    split_seed: int = 42  # the 90/10 split is fixed at seed 42 whatever the experiment seed (SPEC 1.5)
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "num_epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+
+
+@dataclass
+class EvalConfig:
+    """Scoring options (SPEC 1.6)."""
+
+    eval_batch_size: int = 32
+    chat_template: bool = False
+    limit: int | None = None  # items per target cell (None: all)
+
+    def __post_init__(self) -> None:
+        if self.eval_batch_size <= 0:
+            raise ValueError(f"eval_batch_size must be > 0, got {self.eval_batch_size}")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be > 0 items per cell, got {self.limit}")
+
+
+@dataclass
+class StudyConfig:
+    """What every entry point shares: the model, the grid and where runs are recorded."""
+
+    model: str = "builtin:tiny-llama"
+    suite: str = "synthetic"
+    tasks: list[str] = field(default_factory=list)  # empty: every task of the suite
+    languages: list[str] = field(default_factory=list)  # empty: every language
+    seed: int = 42
+    experiment: str = "transfergrid"
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    device: str | None = None  # None: cuda if available, else cpu
+
+
+@dataclass
+class BaselineConfig(StudyConfig, EvalConfig):
+    """`baseline`: zero-shot evaluation of the base model on every selected cell."""
+
+
+@dataclass
+class FinetuneConfig(StudyConfig, LoraConfig, TrainConfig):
+    """`finetune`: one adapter on one source cell."""
+
+    source: str = ""  # task.language; empty: the first cell of the selected grid
+
+    def __post_init__(self) -> None:
+        LoraConfig.__post_init__(self)
+        TrainConfig.__post_init__(self)
+        if self.source:
+            Cell.parse(self.source)
+
+
+@dataclass
+class EvaluateConfig(StudyConfig, EvalConfig):
+    """`evaluate`: a finetune run's adapter on every selected target cell."""
+
+    finetune_run_id: str = ""  # empty: the newest FINISHED finetune run of this model and seed
+
+
+@dataclass
+class MainConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig):
+    """`main`: baselines, every source's fine-tune and evaluation, then the analysis."""
+
+    sources: list[str] = field(default_factory=list)  # empty: every selected cell
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        LoraConfig.__post_init__(self)
+        TrainConfig.__post_init__(self)
+        EvalConfig.__post_init__(self)
+        for text in self.sources:
+            Cell.parse(text)
+
+
+@dataclass
+class AnalysisConfig:
+    """`analysis`: read FINISHED runs back and log the tables."""
+
+    experiment: str = "transfergrid"
+    tracking_uri: str | None = None
+    filter: str = ""  # extra MLflow filter string, e.g. "tags.model = 'builtin:tiny-llama'"
+
+
+def _convert(name: str, text: Any, annotation: Any) -> Any:
+    """Convert a command-line string or YAML value to the field's declared type."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"Any": Any})  # noqa: S307 - our own annotations
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        if text is None or (isinstance(text, str) and text.lower() in ("", "none", "null")):
+            return None
+        return _convert(name, text, args[0])
+    if origin is list:
+        if isinstance(text, str):
+            text = [part.strip() for part in text.split(",") if part.strip()]
+        return [_convert(name, part, args[0]) for part in text]
+    if annotation is bool:
+        if isinstance(text, bool):
+            return text
+        if str(text).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(text).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}: expected true/false, got {text!r}")
+    try:
+        return annotation(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {annotation.__name__}, got {text!r}") from None
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], str | None]:
+    """Split `--key value` / `--key=value` / `--flag` arguments; returns (values, config file)."""
+    values: dict[str, str] = {}
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; use --key value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, i = argv[i + 1], i + 1
+            else:
+                value = "true"
+        values[key] = value
+        i += 1
+    return values, values.pop("config", None) or None
+
+
+def load_config(cls: type, argv: Sequence[str] = (), overrides: dict | None = None):
+    """Build a config dataclass from defaults, model overrides, an optional YAML file and argv.
+
+    Precedence: dataclass defaults < `overrides` (e.g. a model's recommended recipe) < the YAML file
+    given with `--config` < command-line `--key value` pairs.
+
+    Raises:
+        ValueError: unknown key (with a suggestion), bad value, missing config file, or a failed check.
+    """
+    cli, config_file = parse_args(argv)
+    valid = {f.name: f for f in fields(cls)}
+    merged: dict[str, Any] = {}
+    layers: list[tuple[str, dict]] = [("defaults for the model", dict(overrides or {}))]
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ValueError(f"config file {config_file!r} not found (cwd: {os.getcwd()})")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {config_file!r} must hold a mapping of key: value")
+        layers.append((f"config file {config_file}", data))
+    layers.append(("command line", cli))
+    for origin, layer in layers:
+        for key, value in layer.items():
+            if key not in valid:
+                if origin.startswith("defaults"):
+                    continue  # a model override for a field this entry point does not have
+                raise ValueError(
+                    f"unknown key {key!r} in {origin}{suggest(key, valid)}; valid keys: {', '.join(sorted(valid))}"
+                )
+            merged[key] = _convert(key, value, valid[key].type)
+    return cls(**merged)
+
+
+def to_dict(config) -> dict[str, Any]:
+    """The resolved configuration as plain data (for `config.yaml` and run keys)."""
+    return dataclasses.asdict(config)
