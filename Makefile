@@ -1,0 +1,35 @@
+# transfergrid: `make demo` runs the whole study on the embedded default; `make test` runs the tests.
+# Both create .venv and install the pinned dependencies first (torch first: a local CPU wheel).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test test-fast ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name transfergrid
+	@echo "Open the results: make ui   (then http://127.0.0.1:5000)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf mlflow.db mlartifacts mlruns

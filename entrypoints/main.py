@@ -1,0 +1,30 @@
+"""`main` (the default entry point): the whole study on one model and suite.
+
+Baseline, every source cell's fine-tune and evaluation, then the analysis; anything already
+FINISHED with the same run key is skipped, so rerunning after a crash redoes only what is missing.
+
+    mlflow run . --env-manager local --experiment-name transfergrid [-P model=...] [-P suite=...]
+    python -m entrypoints.main [--sources a.x,b.y] [--dry_run] [--config file.yaml]
+"""
+
+from __future__ import annotations
+
+from transfergrid import cli, jobs
+from transfergrid.config import MainConfig
+from transfergrid.tracking.writer import launcher_run_id
+
+
+def main(argv: list[str] | None = None) -> list[jobs.PlannedJob]:
+    """Run (or with --dry_run, print) the study plan."""
+    cli.setup_logging()
+    cfg = cli.load_entry_config(MainConfig, argv)
+    with cli.user_errors():
+        plan = jobs.run_main(cfg, launcher_run_id=launcher_run_id())
+    if cfg.dry_run:
+        print(f"model: {cfg.model}\nsuite: {cfg.suite}\n{len(plan)} planned jobs:")
+        print("\n".join(f"  {job}" for job in plan))
+    return plan
+
+
+if __name__ == "__main__":
+    main()

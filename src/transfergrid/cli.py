@@ -1,0 +1,54 @@
+"""Shared command-line plumbing of the entry points: logging set-up and config loading."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import Sequence
+
+from transfergrid.config import load_config
+from transfergrid.models import resolve_model
+
+
+def setup_logging() -> None:
+    """INFO logs to stderr with timestamps; quiet the chattiest libraries; MLflow offline-friendly."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    for noisy in ("alembic", "httpx", "urllib3", "mlflow.store", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_entry_config(cls: type, argv: Sequence[str] | None):
+    """Parse an entry point's config; the model's recommended recipe sits between defaults and the YAML file.
+
+    Exits with status 2 and a one-line message on any configuration error (nothing has run yet).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = load_config(cls, argv)
+        if hasattr(cfg, "model"):
+            cfg = load_config(cls, argv, overrides=resolve_model(cfg.model).train_overrides)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn a ValueError (bad input found by validation) into a one-line message and exit status 2.
+
+    Validation runs before any model is loaded; if a run was already open, it ended FAILED with the
+    full traceback in its `error.txt` artifact.
+    """
+    try:
+        yield
+    except ValueError as error:
+        logging.getLogger(__name__).debug("user error", exc_info=True)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,446 @@
+"""Units of work with their MLflow runs: baseline, finetune, evaluate, analysis, and the whole study.
+
+Each job validates its inputs, computes its run key, reuses a FINISHED run with the same key, and
+otherwise does the work inside a run that ends FINISHED, or FAILED with the reason in a tag.
+Entry points are thin wrappers around these functions; `main` calls them in sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transfergrid import runkeys
+from transfergrid.config import (
+    AnalysisConfig,
+    BaselineConfig,
+    EvalConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    MainConfig,
+    StudyConfig,
+    to_dict,
+)
+from transfergrid.data import Suite, get_suite, suite_cells
+from transfergrid.grid import Cell, check_choice, regime
+from transfergrid.models import ModelSpec, load_model, resolve_model
+from transfergrid.tracking import names, reader, writer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Study:
+    """A validated study context: where runs go, which suite, model and target cells."""
+
+    tracking_uri: str
+    experiment_id: str
+    suite: Suite
+    model: ModelSpec
+    cells: list[Cell]
+    models: dict = field(default_factory=dict)  # loaded base models, reused across jobs in a process
+
+    def base_model(self, device: str | None):
+        """The base (model, tokenizer), loaded once per process and reused by every evaluation."""
+        if self.model.id not in self.models:
+            self.models[self.model.id] = load_model(self.model, device)
+        return self.models[self.model.id]
+
+
+def open_study(cfg: StudyConfig, launcher_run_id: str | None = None) -> Study:
+    """Validate the suite, grid selection and model, and resolve the experiment, before any heavy work.
+
+    When launched by `mlflow run`, the study lives in the experiment MLflow put the launcher run in.
+    """
+    suite = get_suite(cfg.suite)
+    cells = suite_cells(suite, cfg.tasks, cfg.languages)
+    model = resolve_model(cfg.model)
+    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
+    if launcher_run_id:
+        experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
+    else:
+        experiment_id = writer.ensure_experiment(uri, cfg.experiment)
+    return Study(uri, experiment_id, suite, model, cells)
+
+
+def _data_version(suite: Suite, tasks) -> dict:
+    return {"suite": suite.name, "suite_version": suite.version, "tasks": {t: suite.tasks[t].version for t in sorted(tasks)}}
+
+
+def _model_payload(model: ModelSpec) -> dict:
+    return {"model": model.id, "revision": model.revision}
+
+
+def _eval_payload(study: Study, cfg: EvalConfig) -> dict:
+    # Batch size and device change speed, not scores: they stay out of the key.
+    return {
+        "targets": [str(c) for c in study.cells],
+        "chat_template": cfg.chat_template,
+        "limit": cfg.limit,
+        **_data_version(study.suite, {c.task for c in study.cells}),
+    }
+
+
+def baseline_key(study: Study, cfg: BaselineConfig) -> str:
+    """Run key of the base model's evaluation on the study's cells."""
+    return runkeys.run_key("baseline", {**_model_payload(study.model), "seed": cfg.seed, **_eval_payload(study, cfg)})
+
+
+def finetune_key(study: Study, cfg: FinetuneConfig, source: Cell) -> str:
+    """Run key of one fine-tune: model, source cell and its data version, recipe, seed."""
+    recipe = {k: v for k, v in to_dict(cfg).items() if k in _RECIPE_FIELDS}
+    return runkeys.run_key(
+        "finetune",
+        {**_model_payload(study.model), "source": str(source), "seed": cfg.seed, **recipe, **_data_version(study.suite, {source.task})},
+    )
+
+
+def evaluate_key(study: Study, cfg: EvalConfig, finetune_run_key: str) -> str:
+    """Run key of one adapter's evaluation on the study's cells."""
+    return runkeys.run_key("evaluate", {"finetune": finetune_run_key, **_eval_payload(study, cfg)})
+
+
+_RECIPE_FIELDS = (
+    "recipe lora_r lora_alpha lora_dropout target_modules use_rslora learning_rate num_epochs warmup_ratio "
+    "batch_size weight_decay max_grad_norm"
+).split()
+
+
+def _identity_tags(study: Study, cfg: StudyConfig, key: str) -> dict:
+    return {
+        names.MODEL: study.model.id,
+        names.MODEL_FAMILY: study.model.family,
+        names.MODEL_SIZE_B: study.model.size_b,
+        names.SEED: cfg.seed,
+        names.BENCHMARK_SUITE: study.suite.name,
+        names.RUN_KEY: key,
+    }
+
+
+def _reuse(study: Study, key: str, what: str, launcher_run_id: str | None) -> str | None:
+    done = reader.find_finished(study.tracking_uri, study.experiment_id, key)
+    if done:
+        logger.info("%s already FINISHED as run %s (run_key %s): skipped", what, done, key)
+        if launcher_run_id:
+            writer.mark_reused(study.tracking_uri, launcher_run_id, done)
+    return done
+
+
+def run_baseline(
+    cfg: BaselineConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+) -> str:
+    """Zero-shot evaluation of the base model on every cell; returns the baseline run id."""
+    study = study or open_study(cfg, launcher_run_id)
+    key = baseline_key(study, cfg)
+    if done := _reuse(study, key, "baseline", launcher_run_id):
+        return done
+    from transfergrid.evaluation import evaluate_cells
+
+    tags = {**_identity_tags(study, cfg, key), names.RECIPE: "none"}
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="baseline", tags=tags,
+        run_name=f"baseline {study.model.id} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+    ) as run:
+        run.log_config(to_dict(cfg))
+        run.log_params(_params(cfg))
+        model, tokenizer = study.base_model(cfg.device)
+        result = evaluate_cells(
+            model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
+            chat_template=cfg.chat_template, limit=cfg.limit, progress=f"baseline {study.model.id}",
+        )
+        _log_evaluation(run, result)
+        return run.run_id
+
+
+def _params(cfg) -> dict:
+    return {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in to_dict(cfg).items()}
+
+
+def _log_evaluation(run: writer.RunWriter, result) -> None:
+    run.log_cell_metrics(result.metrics)
+    run.log_metrics({"eval/items_per_second": result.items_per_second, "eval/seconds": result.seconds})
+    run.log_dataframe(result.predictions, names.PREDICTIONS_ARTIFACT)
+
+
+def source_cell(study: Study, cfg: FinetuneConfig) -> Cell:
+    """The source cell of a fine-tune: `cfg.source`, or the first selected cell; must be in the suite."""
+    cell = Cell.parse(cfg.source) if cfg.source else study.cells[0]
+    check_choice("task", cell.task, list(study.suite.tasks))
+    check_choice(f"language of task {cell.task}", cell.language, list(study.suite.tasks[cell.task].languages))
+    return cell
+
+
+def run_finetune(
+    cfg: FinetuneConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+) -> str:
+    """LoRA fine-tune on one source cell; logs curves per step and the adapter; returns the run id."""
+    study = study or open_study(cfg, launcher_run_id)
+    source = source_cell(study, cfg)
+    key = finetune_key(study, cfg, source)
+    if done := _reuse(study, key, f"finetune {source}", launcher_run_id):
+        return done
+    from transfergrid.training import train_adapter
+
+    tags = {
+        **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
+        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language,
+    }
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="finetune", tags=tags,
+        run_name=f"finetune {source} r={cfg.lora_r} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+    ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ft-") as tmp:
+        run.log_config(to_dict(cfg))
+        run.log_params(_params(cfg))
+        train_items, validation_items = study.suite.items(source, "train"), study.suite.items(source, "validation")
+        model, tokenizer = load_model(study.model, cfg.device)  # fresh copy: LoRA wraps it in place
+        result = train_adapter(
+            model, tokenizer, train_items, validation_items, study.suite.tasks[source.task].train_format,
+            cfg, cfg, seed=cfg.seed, output_dir=Path(tmp), on_log=lambda metrics, step: run.log_metrics(_curve_names(metrics), step),
+        )
+        run.log_metrics(
+            {
+                "best_epoch": result.best_epoch, "best_eval_loss": result.best_eval_loss, "n_train": result.n_train,
+                "n_validation": result.n_validation, "train_seconds": result.train_seconds,
+                "train_tokens_per_second": result.tokens_per_second,
+            }
+        )
+        run.log_dir(result.adapter_dir, names.ADAPTER_DIR)
+        return run.run_id
+
+
+def _curve_names(metrics: dict[str, float]) -> dict[str, float]:
+    """Trainer log keys -> grouped metric names: `loss` -> `train/loss`, `eval_loss` -> `eval/loss`."""
+    return {
+        (f"eval/{k[len('eval_'):]}" if k.startswith("eval_") else f"train/{k}"): v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+    }
+
+
+def run_evaluate(
+    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+) -> str:
+    """Evaluate a finetune run's adapter on every cell, with Δ against the matching baseline."""
+    study = study or open_study(cfg, launcher_run_id)
+    ft_run = _finetune_run(study, cfg)
+    ft_key = ft_run.data.tags[names.RUN_KEY]
+    key = evaluate_key(study, cfg, ft_key)
+    if done := _reuse(study, key, f"evaluate {ft_run.info.run_id}", launcher_run_id):
+        return done
+    baseline_cfg = BaselineConfig(**{k: v for k, v in to_dict(cfg).items() if k in BaselineConfig.__dataclass_fields__})
+    baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent_run_id)
+    base_scores = _cell_scores(reader.get_run(study.tracking_uri, baseline_id).data.metrics)
+    source = Cell(ft_run.data.tags[names.SOURCE_TASK], ft_run.data.tags[names.SOURCE_LANGUAGE])
+    tags = {
+        **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
+        names.LORA_R: ft_run.data.tags.get(names.LORA_R), names.SOURCE_TASK: source.task,
+        names.SOURCE_LANGUAGE: source.language, names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
+    }
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="evaluate", tags=tags,
+        run_name=f"evaluate {source} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+    ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ev-") as tmp:
+        run.log_config({**to_dict(cfg), "finetune_run_id": ft_run.info.run_id})
+        run.log_params(_params(cfg))
+        adapter = reader.download_artifacts(study.tracking_uri, ft_run.info.run_id, names.ADAPTER_DIR, Path(tmp))
+        result = _evaluate_adapter(study, cfg, adapter, label=f"evaluate {source}")
+        for cell, values in result.metrics.items():
+            values[names.DELTA] = 100.0 * (values["score"] - base_scores[cell])
+        _log_evaluation(run, result)
+        run.log_metrics(transfer_means(source, result.metrics))
+        return run.run_id
+
+
+def _evaluate_adapter(study: Study, cfg: EvalConfig, adapter_dir: Path, label: str):
+    """Apply an adapter to the shared base model, evaluate, then restore the base model."""
+    from peft import PeftModel
+
+    from transfergrid.evaluation import evaluate_cells
+
+    model, tokenizer = study.base_model(getattr(cfg, "device", None))
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    try:
+        return evaluate_cells(
+            peft_model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
+            chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
+        )
+    finally:
+        study.models[study.model.id] = (peft_model.unload(), tokenizer)  # base modules back, adapter dropped
+
+
+def _cell_scores(metrics: dict[str, float]) -> dict[Cell, float]:
+    out = {}
+    for key, value in metrics.items():
+        parsed = names.parse_cell_metric(key)
+        if parsed and parsed[0] == "score":
+            out[parsed[1]] = value
+    return out
+
+
+def transfer_means(source: Cell, metrics: dict[Cell, dict[str, float]]) -> dict[str, float]:
+    """Mean Δ per regime over the evaluated targets: `transfer/mt_ml`, `transfer/mt_cl`, ..."""
+    groups: dict[str, list[float]] = {}
+    for cell, values in metrics.items():
+        groups.setdefault(regime(source, cell), []).append(values[names.DELTA])
+    return {names.REGIME_METRIC[r]: sum(v) / len(v) for r, v in groups.items()}
+
+
+def _finetune_run(study: Study, cfg: EvaluateConfig):
+    """The finetune run to evaluate: `cfg.finetune_run_id`, else the newest FINISHED one of this model and seed."""
+    run_id = cfg.finetune_run_id or reader.newest_finished(
+        study.tracking_uri, study.experiment_id, "finetune",
+        {names.MODEL: study.model.id, names.SEED: str(cfg.seed), names.BENCHMARK_SUITE: study.suite.name},
+    )
+    if not run_id:
+        raise ValueError(
+            f"no FINISHED finetune run of model {study.model.id!r} seed {cfg.seed} in this experiment; "
+            "run the `finetune` entry point first or pass --finetune_run_id"
+        )
+    run = reader.get_run(study.tracking_uri, run_id)
+    if run.data.tags.get(names.KIND) != "finetune" or run.info.status != "FINISHED":
+        raise ValueError(
+            f"run {run_id} is not a FINISHED finetune run (kind={run.data.tags.get(names.KIND)!r}, status={run.info.status})"
+        )
+    if run.data.tags.get(names.MODEL) != study.model.id:
+        raise ValueError(f"finetune run {run_id} trained model {run.data.tags.get(names.MODEL)!r}, not --model {study.model.id!r}")
+    return run
+
+
+def _analysis_inputs(uri: str, experiment_id: str, cfg: AnalysisConfig):
+    """The tidy table of FINISHED runs and the analysis run key (a hash of the runs it reads)."""
+    import analysis
+
+    results = reader.load_results(uri, [experiment_id], cfg.filter)
+    if results.empty:
+        raise ValueError(f"no FINISHED evaluate runs with a FINISHED baseline in experiment {experiment_id} (filter {cfg.filter!r})")
+    tidy = analysis.make_tidy(results)
+    runs = sorted(set(tidy["evaluate_run_id"]) | set(tidy["baseline_run_id"]))
+    return tidy, runs, runkeys.run_key("analysis", {"runs": runs, "filter": cfg.filter, "schema": names.SCHEMA_VERSION})
+
+
+def run_analysis(
+    cfg: AnalysisConfig, *, experiment_id: str | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+) -> str:
+    """Read FINISHED baseline/evaluate runs back and log the tidy data and the regime table."""
+    import analysis
+
+    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
+    if experiment_id is None:
+        experiment_id = (
+            reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id else writer.ensure_experiment(uri, cfg.experiment)
+        )
+    tidy, runs, key = _analysis_inputs(uri, experiment_id, cfg)
+    if done := reader.find_finished(uri, experiment_id, key):
+        logger.info("analysis of these %d runs already FINISHED as run %s: skipped", len(runs), done)
+        if launcher_run_id:
+            writer.mark_reused(uri, launcher_run_id, done)
+        return done
+    summary = analysis.regime_summary(analysis.aggregate_seeds(tidy))
+    with writer.open_run(
+        uri, experiment_id, kind="analysis", tags={names.RUN_KEY: key}, run_name="analysis",
+        parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+    ) as run:
+        run.log_config(to_dict(cfg))
+        run.log_dataframe(tidy, "tidy.parquet")
+        run.log_dataframe(summary, "tables/regime_summary.csv")
+        run.log_metrics(headline_metrics(summary) | {"n_runs": len(runs), "n_rows": len(tidy)})
+        logger.info("regime summary (Δ in pp, seed-averaged):\n%s", summary.to_string(index=False))
+        return run.run_id
+
+
+def headline_metrics(summary) -> dict[str, float]:
+    """`regime/<mt_ml|...|all_transfer>/<mean_delta|median_delta|win_rate|harm_rate|n>` from the regime table."""
+    out = {}
+    for _, row in summary.iterrows():
+        slug = row["regime"].lower().replace("-", "_").replace(" ", "_")
+        for column in ("n", "mean_delta", "median_delta", "win_rate", "harm_rate"):
+            out[f"regime/{slug}/{column}"] = row[column]
+    return out
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job of a study: its kind, source cell (None for the baseline) and run key."""
+
+    kind: str
+    source: Cell | None
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.kind:<9} {self.source or '(base model)'}  run_key={self.key}"
+
+
+def _subconfig(cls, cfg, **extra):
+    return cls(**{k: v for k, v in to_dict(cfg).items() if k in cls.__dataclass_fields__}, **extra)
+
+
+def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
+    """Every job of the study with its run key, computed before any work (all keys are content hashes)."""
+    sources = [Cell.parse(text) for text in cfg.sources] or study.cells
+    plan = [PlannedJob("baseline", None, baseline_key(study, _subconfig(BaselineConfig, cfg)))]
+    for source in sources:
+        ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(source))
+        source_cell(study, ft_cfg)  # unknown source task/language fails here, before any work
+        ft_key = finetune_key(study, ft_cfg, source)
+        plan += [PlannedJob("finetune", source, ft_key), PlannedJob("evaluate", source, evaluate_key(study, cfg, ft_key))]
+    return plan
+
+
+def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[PlannedJob]:
+    """The whole study: baseline, every source's fine-tune and evaluation, then the analysis.
+
+    Jobs whose run key is already FINISHED are skipped; when nothing is left to do, no run is created.
+
+    Returns:
+        The plan (for `--dry_run`, nothing else happens).
+    """
+    from tqdm.auto import tqdm
+
+    study = open_study(cfg, launcher_run_id)
+    plan = plan_study(study, cfg)
+    if cfg.dry_run:
+        return plan
+    pending = [job for job in plan if not reader.find_finished(study.tracking_uri, study.experiment_id, job.key)]
+    analysis_cfg = AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
+    logger.info("%d of %d jobs to run (%d already FINISHED)", len(pending), len(plan), len(plan) - len(pending))
+    if not pending and _analysis_done(study, analysis_cfg):
+        logger.info("nothing to do: every job and the analysis are FINISHED")
+        if launcher_run_id:
+            writer.mark_reused(study.tracking_uri, launcher_run_id, "(all jobs of this study)")
+        return plan
+    tags = {names.MODEL: study.model.id, names.BENCHMARK_SUITE: study.suite.name, names.SEED: cfg.seed,
+            names.RUN_KEY: runkeys.run_key("grid", {"jobs": [job.key for job in plan]})}
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="grid", tags=tags,
+        run_name=f"study {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
+    ) as grid:
+        grid.log_config(to_dict(cfg))
+        grid.log_text("\n".join(map(str, plan)) + "\n", "plan.txt")
+        finetune_ids: dict[Cell, str] = {}
+        for job in tqdm(plan, desc="study jobs", unit="job"):
+            finetune_ids |= _run_job(study, cfg, job, finetune_ids, grid.run_id)
+        grid.log_metrics({"jobs_total": len(plan), "jobs_run": len(pending)})
+        run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
+    return plan
+
+
+def _run_job(study: Study, cfg: MainConfig, job: PlannedJob, finetune_ids: dict, parent: str) -> dict:
+    if job.kind == "baseline":
+        run_baseline(_subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
+        return {}
+    if job.kind == "finetune":
+        ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(job.source))
+        return {job.source: run_finetune(ft_cfg, study=study, parent_run_id=parent)}
+    ev_cfg = _subconfig(EvaluateConfig, cfg, finetune_run_id=finetune_ids[job.source])
+    run_evaluate(ev_cfg, study=study, parent_run_id=parent)
+    return {}
+
+
+def _analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
+    try:
+        _, _, key = _analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
+    except ValueError:
+        return False
+    return reader.find_finished(study.tracking_uri, study.experiment_id, key) is not None

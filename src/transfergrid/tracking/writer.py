@@ -1,0 +1,212 @@
+"""The one module that writes to MLflow: opens and closes runs, logs tags, metrics and artifacts.
+
+Runs are created with `MlflowClient` (no fluent global state), so a job can open nested runs and a
+crash marks exactly the run it happened in as FAILED with the reason in a tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import yaml
+
+from transfergrid.grid import Cell
+from transfergrid.tracking import names
+
+logger = logging.getLogger(__name__)
+
+_METRIC_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The tracking URI: explicit > $MLFLOW_TRACKING_URI > `sqlite:///<cwd>/mlflow.db` (MLflow's own default)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Experiment id for `name`, creating it with a pinned artifact location on a local store.
+
+    With a `sqlite:///path/mlflow.db` store, artifacts go to `path/../mlartifacts` (absolute), not
+    to `./mlruns` relative to whatever directory the experiment happened to be created from.
+    """
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise ValueError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
+        return experiment.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another worker created it between our lookup and our create
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def launcher_run_id() -> str | None:
+    """The run `mlflow run` created for this process (MLFLOW_RUN_ID), consumed once so nested runs don't adopt it."""
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def _clean(value) -> str:
+    return str(value)[:5000]
+
+
+class RunWriter:
+    """Logging handle of one open run."""
+
+    def __init__(self, client, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        """Set string tags (None values are skipped)."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, _clean(v)) for k, v in tags.items() if v is not None]
+        if batch:
+            self.client.log_batch(self.run_id, tags=batch)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Log parameters; values already logged on this run (e.g. by `mlflow run -P`) are left alone."""
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        batch = [Param(k, _clean(v)) for k, v in params.items() if k not in existing]
+        for i in range(0, len(batch), 100):
+            self.client.log_batch(self.run_id, params=batch[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log finite metrics at `step` (NaN and infinities are skipped with a debug message)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = []
+        for key, value in metrics.items():
+            if value is None or not math.isfinite(float(value)):
+                logger.debug("skipping non-finite metric %s=%r", key, value)
+                continue
+            batch.append(Metric(key, float(value), now, int(step)))
+        for i in range(0, len(batch), _METRIC_BATCH):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + _METRIC_BATCH])
+
+    def log_cell_metrics(self, metrics: Mapping[Cell, Mapping[str, float]]) -> None:
+        """Per-target metrics `score/<task>/<language>`, `acc/...`, `acc_norm/...`, `delta/...`."""
+        flat = {
+            names.cell_metric(name, cell): value
+            for cell, values in metrics.items()
+            for name, value in values.items()
+            if name in names.CELL_METRICS + (names.DELTA,)
+        }
+        self.log_metrics(flat)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write `text` to an artifact file."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_text(text)
+            self.log_file(path, str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None)
+
+    def log_config(self, config: Mapping) -> None:
+        """The resolved configuration as `config.yaml`."""
+        self.log_text(yaml.safe_dump(dict(config), sort_keys=True), names.CONFIG_ARTIFACT)
+
+    def log_dataframe(self, frame, artifact_file: str) -> None:
+        """A DataFrame as parquet (`.parquet`) or CSV (`.csv`)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            if path.suffix == ".parquet":
+                frame.to_parquet(path, index=False)
+            else:
+                frame.to_csv(path, index=False)
+            parent = str(Path(artifact_file).parent)
+            self.log_file(path, None if parent == "." else parent)
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        """Upload one local file."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dir(self, path: Path, artifact_path: str) -> None:
+        """Upload a directory's contents under `artifact_path`."""
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+
+@contextlib.contextmanager
+def open_run(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    kind: str,
+    tags: Mapping[str, object],
+    run_name: str,
+    parent_run_id: str | None = None,
+    adopt_run_id: str | None = None,
+) -> Iterator[RunWriter]:
+    """Open a run of `kind`; FINISHED on success, FAILED (reason in the `failure_reason` tag) on error.
+
+    Args:
+        adopt_run_id: an existing run to log into instead of creating one (the run `mlflow run` made).
+    """
+    from mlflow.entities import RunStatus
+
+    if kind not in names.KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; valid kinds: {', '.join(names.KINDS)}")
+    client = _client(tracking_uri)
+    all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, **tags}
+    if parent_run_id:
+        all_tags[names.PARENT_RUN_ID] = parent_run_id
+    if adopt_run_id:
+        run_id = adopt_run_id
+        client.set_tag(run_id, "mlflow.runName", run_name)
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+    writer = RunWriter(client, run_id)
+    writer.set_tags(all_tags)
+    logger.info("%s run %s (%s) started", kind, run_id, run_name)
+    try:
+        yield writer
+    except BaseException as error:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        reason = f"{type(error).__name__}: {error}"
+        try:
+            writer.set_tags({names.FAILURE_REASON: reason})
+            writer.log_text("".join(traceback.format_exception(error)), "error.txt")
+            client.set_terminated(run_id, status=status)
+        except Exception:  # the store itself may be what failed; never mask the original error
+            logger.exception("could not mark run %s as %s", run_id, status)
+        raise
+    client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+    logger.info("%s run %s finished", kind, run_id)
+
+
+def mark_reused(tracking_uri: str, run_id: str, reused_run_id: str) -> None:
+    """Note on a launcher run that its work was already done by `reused_run_id` (nothing recomputed)."""
+    writer = RunWriter(_client(tracking_uri), run_id)
+    writer.set_tags(
+        {
+            names.REUSED_RUN_ID: reused_run_id,
+            names.NOTE: f"Already FINISHED as run {reused_run_id} with the same run_key; nothing was recomputed.",
+        }
+    )

@@ -1,0 +1,34 @@
+"""Test set-up: offline always, a tracking store per test, the tiny model built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("MLFLOW_RUN_ID", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Built-in models are built once per test session into a temporary cache."""
+    path = tmp_path_factory.mktemp("transfergrid-cache")
+    os.environ["TRANSFERGRID_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch):
+    """A fresh SQLite tracking store in the test's directory (which is also the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

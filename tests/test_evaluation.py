@@ -1,0 +1,275 @@
+"""Evaluator: lm-eval `multiple_choice` semantics against an un-batched reference on tiny random models."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from helpers_models import build_tiny_llama, build_tiny_tokenizer  # noqa: E402
+from transfergrid import evaluation  # noqa: E402
+from transfergrid.data import Item, PromptFormat, TaskSpec  # noqa: E402
+from transfergrid.evaluation import PREDICTION_COLUMNS, evaluate_cells, predict, score_requests  # noqa: E402
+from transfergrid.formats import ScoringRequest, build_scoring_request  # noqa: E402
+from transfergrid.grid import Cell  # noqa: E402
+
+LETTER_FORMAT = PromptFormat(template="Question: {question}\n{options}\nAnswer:", target="letter")
+TEXT_FORMAT = PromptFormat(template="Question: {question}\nAnswer:", target="text")
+WORDS = "the cat dog river stone blue green quick slow jumps over near water fire tree bird sun".split()
+LETTERS = Cell("letters", "xx")
+OPTIONS = Cell("options", "xx")
+
+
+class FakeSuite:
+    """Two tasks (answer letters; option texts) in two languages with random items, or fixed items."""
+
+    name = "fake"
+    version = "1"
+    language_families = {"xx": "X", "yy": "Y"}
+
+    def __init__(self, n_items: int = 6, fixed: dict[Cell, list[Item]] | None = None):
+        self.n_items = n_items
+        self.fixed = fixed or {}
+        self.tasks = {
+            "letters": TaskSpec("letters", ("xx", "yy"), LETTER_FORMAT, LETTER_FORMAT),
+            "options": TaskSpec("options", ("xx", "yy"), TEXT_FORMAT, TEXT_FORMAT),
+        }
+
+    def items(self, cell: Cell, split: str) -> list[Item]:
+        if cell in self.fixed:
+            return list(self.fixed[cell])
+        rng = random.Random(f"{cell}/{split}")
+        return [
+            Item(
+                id=f"{cell.task}-{i}",
+                question=" ".join(rng.choices(WORDS, k=rng.randint(2, 9))) + "?",
+                choices=tuple(" ".join(rng.choices(WORDS, k=rng.randint(1, 5))) for _ in range(4)),
+                gold=rng.randrange(4),
+            )
+            for i in range(self.n_items)
+        ]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return build_tiny_llama(len(tokenizer), seed=0)
+
+
+def reference_logliks(model, tokenizer, request: ScoringRequest, max_length: int = 256) -> list[float]:
+    """lm-eval's HFLM scoring written out plainly: one un-batched sequence per continuation."""
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    out = []
+    for continuation in request.continuations:
+        context = request.context
+        if context == "":
+            context_ids, continuation_ids = [tokenizer.bos_token_id], encode(continuation)
+        else:
+            n_spaces = len(context) - len(context.rstrip())
+            if n_spaces:
+                continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+            context_ids = encode(context)
+            continuation_ids = encode(context + continuation)[len(context_ids) :]
+        inputs = (context_ids + continuation_ids)[-(max_length + 1) :][:-1]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([inputs])).logits[0].float(), dim=-1)
+        picked = logprobs[len(inputs) - len(continuation_ids) :].gather(1, torch.tensor(continuation_ids)[:, None])
+        out.append(float(picked.sum()))
+    return out
+
+
+def requests_of(suite, cell, tokenizer, chat_template=False):
+    fmt = suite.tasks[cell.task].eval_format
+    return [build_scoring_request(item, fmt, tokenizer, chat_template) for item in suite.items(cell, "test")]
+
+
+class ForwardCounter:
+    """Counts forward passes of a module."""
+
+    def __init__(self, module):
+        self.calls = 0
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+
+@pytest.mark.parametrize("chat_template", [False, True], ids=["plain", "chat"])
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("batch_size", [1, 7])
+@pytest.mark.parametrize("cell", [LETTERS, OPTIONS], ids=["letter", "text"])
+def test_matches_unbatched_reference(model, tokenizer, monkeypatch, cell, batch_size, padding_side, chat_template):
+    monkeypatch.setattr(tokenizer, "padding_side", padding_side)
+    suite = FakeSuite(n_items=8)
+    result = evaluate_cells(
+        model, tokenizer, suite, [cell], batch_size=batch_size, chat_template=chat_template, progress=False
+    )
+    expected = [reference_logliks(model, tokenizer, r) for r in requests_of(suite, cell, tokenizer, chat_template)]
+    got = result.predictions["loglik"].tolist()
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+    assert result.predictions["predicted"].tolist() == [int(np.argmax(e)) for e in expected]
+    assert result.metrics[cell]["n"] == 8
+
+
+def test_batches_mix_lengths_and_cells(model, tokenizer):
+    suite = FakeSuite(n_items=10)
+    cells = [LETTERS, OPTIONS, Cell("options", "yy")]
+    requests = [r for cell in cells for r in requests_of(suite, cell, tokenizer)]
+    got = score_requests(model, tokenizer, requests, batch_size=16, progress=False)
+    expected = [reference_logliks(model, tokenizer, r) for r in requests]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("chat_template", [False, True], ids=["plain", "chat"])
+def test_fast_path_one_forward_per_letter_item(model, tokenizer, chat_template):
+    requests = requests_of(FakeSuite(n_items=5), LETTERS, tokenizer, chat_template)
+    counter = ForwardCounter(model)
+    try:
+        fast = score_requests(model, tokenizer, requests, batch_size=1, progress=False)
+        assert counter.calls == 5
+        counter.calls = 0
+        general = score_requests(model, tokenizer, requests, batch_size=1, progress=False, fast_path=False)
+        assert counter.calls == 5 * 4
+    finally:
+        counter.handle.remove()
+    np.testing.assert_allclose(np.concatenate(fast), np.concatenate(general), atol=1e-5, rtol=0)
+
+
+def test_option_texts_take_one_sequence_per_choice(model, tokenizer):
+    requests = requests_of(FakeSuite(n_items=3), OPTIONS, tokenizer)
+    counter = ForwardCounter(model)
+    try:
+        score_requests(model, tokenizer, requests, batch_size=1, progress=False)
+    finally:
+        counter.handle.remove()
+    assert counter.calls == 3 * 4
+
+
+def test_trailing_space_moves_to_continuation(model, tokenizer):
+    spaced = ScoringRequest("Question: the cat?\nAnswer: ", ("A", "B", "C"), ("A", "B", "C"), 0)
+    plain = ScoringRequest("Question: the cat?\nAnswer:", (" A", " B", " C"), ("A", "B", "C"), 0)
+    (encoded_spaced, encoded_plain) = evaluation._encode_requests(tokenizer, [spaced, plain])
+    assert encoded_spaced == encoded_plain
+    assert encoded_spaced[1][0] == tokenizer(" A", add_special_tokens=False)["input_ids"]
+    got = score_requests(model, tokenizer, [spaced, plain], progress=False)
+    assert got[0] == pytest.approx(got[1], abs=1e-6)
+    assert got[0] == pytest.approx(reference_logliks(model, tokenizer, spaced), abs=1e-4)
+
+
+def test_empty_context_scores_after_bos(model, tokenizer):
+    request = ScoringRequest("", ("the cat", " river stone"), ("the cat", " river stone"), 0)
+    (context, continuations), = evaluation._encode_requests(tokenizer, [request])
+    assert context == [tokenizer.bos_token_id]
+    assert continuations[0] == tokenizer("the cat", add_special_tokens=False)["input_ids"]
+    got = score_requests(model, tokenizer, [request], progress=False)[0]
+    assert got == pytest.approx(reference_logliks(model, tokenizer, request), abs=1e-4)
+
+
+def test_left_truncation_to_model_length(tokenizer):
+    short = build_tiny_llama(len(tokenizer), seed=1, max_position_embeddings=12)
+    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer) + requests_of(FakeSuite(n_items=4), LETTERS, tokenizer)
+    got = score_requests(short, tokenizer, requests, batch_size=3, progress=False)
+    expected = [reference_logliks(short, tokenizer, r, max_length=12) for r in requests]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+
+
+def test_acc_norm_divides_by_choice_characters(model, tokenizer, monkeypatch):
+    # Hand computation: raw -2 > -3 picks choice 0; per character -2/2 = -1 < -3/6 = -0.5 picks choice 1.
+    item = Item(id="q1", question="which?", choices=("ab", "abcdef"), gold=1)
+    suite = FakeSuite(fixed={OPTIONS: [item], LETTERS: [item]})
+    monkeypatch.setattr(evaluation, "score_requests", lambda *a, **k: [[-2.0, -3.0]] * len(a[2]))
+    result = evaluate_cells(model, tokenizer, suite, [OPTIONS, LETTERS], progress=False)
+    rows = result.predictions.set_index("task")
+    assert rows.loc["options", "choice_chars"] == [2, 6]  # without the " " target delimiter
+    assert (rows.loc["options", "predicted"], rows.loc["options", "predicted_norm"]) == (0, 1)
+    assert result.metrics[OPTIONS] == {"acc": 0.0, "acc_norm": 1.0, "score": 1.0, "n": 1}
+    assert rows.loc["letters", "choice_chars"] == [1, 1]
+    assert result.metrics[LETTERS] == {"acc": 0.0, "score": 0.0, "n": 1}
+
+
+def test_predict_ties_go_to_first_choice():
+    assert predict([-1.0, -1.0, -2.0], [1, 1, 1]) == (0, 0)
+    assert predict([-4.0, -2.0, -3.0], [4, 1, 6]) == (1, 2)
+
+
+def test_metric_names_and_prediction_columns(model, tokenizer):
+    suite = FakeSuite(n_items=5)
+    cells = [LETTERS, OPTIONS, Cell("options", "yy")]
+    result = evaluate_cells(model, tokenizer, suite, cells, progress=False)
+    assert list(result.predictions.columns) == list(PREDICTION_COLUMNS)
+    assert len(result.predictions) == 15
+    assert set(result.metrics) == set(cells)
+    assert set(result.metrics[LETTERS]) == {"acc", "score", "n"}
+    assert result.metrics[LETTERS]["score"] == result.metrics[LETTERS]["acc"]
+    for cell in cells[1:]:
+        assert set(result.metrics[cell]) == {"acc", "acc_norm", "score", "n"}
+        assert result.metrics[cell]["score"] == result.metrics[cell]["acc_norm"]
+    frame = result.predictions
+    norm = [int(np.argmax(np.array(ll) / np.array(ch))) for ll, ch in zip(frame["loglik"], frame["choice_chars"])]
+    assert frame["predicted_norm"].tolist() == norm
+    text = frame[frame["task"] == "options"]
+    assert result.metrics[OPTIONS]["acc_norm"] == pytest.approx((text["predicted_norm"] == text["gold"])[text["language"] == "xx"].mean())
+    assert result.items_per_second > 0 and result.seconds > 0
+
+
+def test_limit_keeps_first_items_and_restores_training_mode(model, tokenizer):
+    suite = FakeSuite(n_items=6)
+    model.train()
+    try:
+        result = evaluate_cells(model, tokenizer, suite, [LETTERS, OPTIONS], limit=2, progress=False)
+        assert model.training
+    finally:
+        model.eval()
+    assert result.predictions["item_id"].tolist() == ["letters-0", "letters-1", "options-0", "options-1"]
+    assert all(m["n"] == 2 for m in result.metrics.values())
+    with pytest.raises(ValueError, match="unknown task"):
+        evaluate_cells(model, tokenizer, suite, [Cell("letterz", "xx")], progress=False)
+
+
+def test_progress_bar_uses_description(model, tokenizer, capsys):
+    requests = requests_of(FakeSuite(n_items=2), LETTERS, tokenizer)
+    score_requests(model, tokenizer, requests, progress="baseline letters.xx")
+    assert "baseline letters.xx" in capsys.readouterr().err
+
+
+def test_models_without_logits_to_keep_give_the_same_numbers(model, tokenizer, monkeypatch):
+    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer) + requests_of(FakeSuite(n_items=4), LETTERS, tokenizer)
+    selected = score_requests(model, tokenizer, requests, batch_size=5, progress=False)
+    monkeypatch.setattr(evaluation, "_accepts_logits_to_keep", lambda cls: False)
+    full = score_requests(model, tokenizer, requests, batch_size=5, progress=False)
+    np.testing.assert_allclose(np.concatenate(selected), np.concatenate(full), atol=1e-5, rtol=0)
+
+
+def test_peft_lora_at_init_gives_base_logliks(model, tokenizer):
+    peft = pytest.importorskip("peft")
+    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer) + requests_of(FakeSuite(n_items=4), LETTERS, tokenizer)
+    base = score_requests(model, tokenizer, requests, batch_size=4, progress=False)
+    fresh = build_tiny_llama(len(tokenizer), seed=0)  # get_peft_model changes the model it wraps
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    wrapped = peft.get_peft_model(fresh, config)
+    assert any("lora_B" in name for name, _ in wrapped.named_parameters())
+    lora = score_requests(wrapped, tokenizer, requests, batch_size=4, progress=False)
+    np.testing.assert_allclose(np.concatenate(lora), np.concatenate(base), atol=1e-5, rtol=0)
+
+
+def test_bf16_model_scores_in_float32(model, tokenizer):
+    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer)
+    half = build_tiny_llama(len(tokenizer), seed=0).to(torch.bfloat16)
+    got = score_requests(half, tokenizer, requests, batch_size=4, progress=False)
+    expected = [reference_logliks(half, tokenizer, r) for r in requests]
+    assert all(isinstance(v, float) for row in got for v in row)
+    # bf16 logits from differently shaped batches differ slightly; float32 log-softmax keeps the sums close.
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=0.1, rtol=0)
