@@ -93,6 +93,11 @@ def requests_of(suite, cell, tokenizer, chat_template=False):
     return [build_scoring_request(item, fmt, tokenizer, chat_template) for item in suite.items(cell, "test")]
 
 
+def mixed_requests(tokenizer, n_items=4):
+    suite = FakeSuite(n_items=n_items)
+    return requests_of(suite, OPTIONS, tokenizer) + requests_of(suite, LETTERS, tokenizer)
+
+
 class ForwardCounter:
     """Counts forward passes of a module."""
 
@@ -177,7 +182,7 @@ def test_empty_context_scores_after_bos(model, tokenizer):
 
 def test_left_truncation_to_model_length(tokenizer):
     short = build_tiny_llama(len(tokenizer), seed=1, max_position_embeddings=12)
-    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer) + requests_of(FakeSuite(n_items=4), LETTERS, tokenizer)
+    requests = mixed_requests(tokenizer)
     got = score_requests(short, tokenizer, requests, batch_size=3, progress=False)
     expected = [reference_logliks(short, tokenizer, r, max_length=12) for r in requests]
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
@@ -218,7 +223,8 @@ def test_metric_names_and_prediction_columns(model, tokenizer):
     norm = [int(np.argmax(np.array(ll) / np.array(ch))) for ll, ch in zip(frame["loglik"], frame["choice_chars"])]
     assert frame["predicted_norm"].tolist() == norm
     text = frame[frame["task"] == "options"]
-    assert result.metrics[OPTIONS]["acc_norm"] == pytest.approx((text["predicted_norm"] == text["gold"])[text["language"] == "xx"].mean())
+    text_xx = text[text["language"] == "xx"]
+    assert result.metrics[OPTIONS]["acc_norm"] == pytest.approx((text_xx["predicted_norm"] == text_xx["gold"]).mean())
     assert result.items_per_second > 0 and result.seconds > 0
 
 
@@ -243,7 +249,7 @@ def test_progress_bar_uses_description(model, tokenizer, capsys):
 
 
 def test_models_without_logits_to_keep_give_the_same_numbers(model, tokenizer, monkeypatch):
-    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer) + requests_of(FakeSuite(n_items=4), LETTERS, tokenizer)
+    requests = mixed_requests(tokenizer)
     selected = score_requests(model, tokenizer, requests, batch_size=5, progress=False)
     monkeypatch.setattr(evaluation, "_accepts_logits_to_keep", lambda cls: False)
     full = score_requests(model, tokenizer, requests, batch_size=5, progress=False)
@@ -252,7 +258,7 @@ def test_models_without_logits_to_keep_give_the_same_numbers(model, tokenizer, m
 
 def test_peft_lora_at_init_gives_base_logliks(model, tokenizer):
     peft = pytest.importorskip("peft")
-    requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer) + requests_of(FakeSuite(n_items=4), LETTERS, tokenizer)
+    requests = mixed_requests(tokenizer)
     base = score_requests(model, tokenizer, requests, batch_size=4, progress=False)
     fresh = build_tiny_llama(len(tokenizer), seed=0)  # get_peft_model changes the model it wraps
     config = peft.LoraConfig(
@@ -271,5 +277,5 @@ def test_bf16_model_scores_in_float32(model, tokenizer):
     got = score_requests(half, tokenizer, requests, batch_size=4, progress=False)
     expected = [reference_logliks(half, tokenizer, r) for r in requests]
     assert all(isinstance(v, float) for row in got for v in row)
-    # bf16 logits from differently shaped batches differ slightly; float32 log-softmax keeps the sums close.
-    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=0.1, rtol=0)
+    # A bf16 log-softmax would be off by ~0.05 per token; batch shapes change bf16 logits by far less.
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-2, rtol=0)

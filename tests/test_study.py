@@ -22,11 +22,12 @@ def runs(uri: str, experiment: str = "transfergrid") -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=[experiment])
 
 
-def small_grid() -> list[str]:
+def small_grid(train: bool = True) -> list[str]:
+    """Two tasks x two languages, one epoch: the study's shape at a quarter of its cost."""
     suite = get_suite("synthetic")
     tasks = list(suite.tasks)[:2]
     languages = list(suite.tasks[tasks[0]].languages)[:2]
-    return ["--tasks", ",".join(tasks), "--languages", ",".join(languages), "--num_epochs", "1"]
+    return ["--tasks", ",".join(tasks), "--languages", ",".join(languages)] + (["--num_epochs", "1"] if train else [])
 
 
 def test_main_runs_the_study_and_a_second_main_redoes_nothing(tracking_uri, monkeypatch):
@@ -51,7 +52,7 @@ def test_main_runs_the_study_and_a_second_main_redoes_nothing(tracking_uri, monk
 
 def test_evaluate_logs_delta_against_baseline_and_analysis_reads_it_back(tracking_uri):
     ft_id = finetune_entry.main(small_grid())
-    ev_id = evaluate_entry.main(small_grid() + ["--finetune_run_id", ft_id])
+    ev_id = evaluate_entry.main(small_grid(train=False) + ["--finetune_run_id", ft_id])
     client = mlflow.tracking.MlflowClient(tracking_uri)
     ev = client.get_run(ev_id)
     base = client.get_run(ev.data.tags[names.BASELINE_RUN_ID])
@@ -79,7 +80,9 @@ def test_evaluate_logs_delta_against_baseline_and_analysis_reads_it_back(trackin
 
 
 def test_same_seed_gives_same_predictions(tracking_uri):
-    grid = small_grid() + ["--sources", small_grid()[1].split(",")[0] + "." + small_grid()[3].split(",")[0]]
+    suite = get_suite("synthetic")
+    task = next(iter(suite.tasks))
+    grid = small_grid() + ["--sources", f"{task}.{suite.tasks[task].languages[0]}"]
     main_entry.main(grid + ["--experiment", "first"])
     main_entry.main(grid + ["--experiment", "second"])
     client = mlflow.tracking.MlflowClient(tracking_uri)
@@ -90,7 +93,8 @@ def test_same_seed_gives_same_predictions(tracking_uri):
         path = mlflow.artifacts.download_artifacts(run_id=ev["run_id"].item(), artifact_path="predictions.parquet")
         frames.append(pd.read_parquet(path))
     pd.testing.assert_frame_equal(frames[0], frames[1])
-    assert client is not None
+    scores = [client.get_run(r).data.metrics for r in runs(tracking_uri, "first").query("`tags.kind` == 'evaluate'")["run_id"]]
+    assert scores and all(k.startswith(("score/", "acc", "delta/", "transfer/", "eval/")) for k in scores[0])
 
 
 def test_crash_marks_failed_and_rerun_redoes_only_what_is_missing(tracking_uri, monkeypatch):

@@ -220,7 +220,9 @@ def _predictions_frame(
     for (cell, item), request, lls in zip(keys, requests, logliks):
         chars = [len(text) for text in request.choice_texts]
         predicted, predicted_norm = predict(lls, chars)
-        records.append((cell.task, cell.language, str(item.id), request.gold, predicted, predicted_norm, list(lls), chars))
+        records.append(
+            (cell.task, cell.language, str(item.id), request.gold, predicted, predicted_norm, list(lls), chars)
+        )
     frame = pd.DataFrame.from_records(records, columns=list(PREDICTION_COLUMNS))
     return frame.astype({"gold": "int64", "predicted": "int64", "predicted_norm": "int64"})
 
@@ -284,7 +286,7 @@ def _make_row(request: int, context: list[int], choices: list[tuple[int, list[in
     inputs = tokens[:-1]
     n_scored = min(len(choices[0][1]), len(inputs))
     if n_scored < len(choices[0][1]):
-        logger.warning("request %d: continuation longer than the model's %d tokens, scoring its tail", request, max_length)
+        logger.warning("request %d: continuation exceeds the model's %d tokens; scoring its tail", request, max_length)
     prefix_targets = tokens[len(tokens) - n_scored : -1]
     return _Row(request, inputs, prefix_targets, [(i, ids[-1]) for i, ids in choices])
 

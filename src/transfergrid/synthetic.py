@@ -4,12 +4,13 @@ The suite is generated deterministically (string-seeded `random.Random`, never t
 that the tiny built-in model learns every cell in seconds and the analysis has a known answer to
 recover. `docs/synthetic.md` explains the design at length; in short:
 
-**Concepts and surface forms.** There are 24 concepts in 6 blocks of 4, plus 6 filler words (filler
-`j` belongs to block `j`). Each concept has a *cue* word (it appears in the question) and an *answer*
-word (an option text). How a language spells the words of a block is its form class there:
-`P` the proto form shared by every language using it, `N` a Northern innovation shared by `xn1` and
-`xn2` only, `own` a form of that language alone, and `mix` (language `xs1`) the proto form in half of
-the items (those with the item's `borrow` flag) and its own form in the others:
+**Concepts and surface forms.** There are 24 concepts in 6 blocks of 4. Each concept has a *cue*
+word and an *answer* word (an option text); each block has a *classifier* word that precedes the cue
+of its concepts, so a question reads `{classifier} {cue}`. How a language spells the words of a block
+is its form class there: `P` the proto form shared by every language that uses it, `N` a Northern
+innovation shared by `xn1` and `xn2` only, `own` a form of that language alone, and `mix` (language
+`xs1`) the proto form in the items whose `borrow` flag is set (half of each concept's items) and its
+own form in the others:
 
     block   B0  B1   B2   B3   B4   B5
     xn1     P   P    P    N    P    own     Northern: conservative hub
@@ -17,24 +18,31 @@ the items (those with the item's `borrow` flag) and its own form in the others:
     xs1     P   P    mix  own  mix  own     Southern: alternates borrowed/native forms
     xi1     P   own  own  own  own  own     Isolate
 
-`language_distance` = 1 - expected share of concepts spelled the same (computed from these tables,
-see `ground_truth`). A fine-tuned tiny model only knows the surface forms it was trained on (its
-embeddings are frozen and random), so cross-language transfer equals the share of the target's items
-whose cue form the source taught.
+    language_distance = 1 - expected share of concepts spelled the same
+              xn1    xn2    xs1    xi1
+    xn1       0      0.333  0.5    0.833
+    xn2       0.333  0      0.583  0.833
+    xs1       0.5    0.583  0      0.833
+    xi1       0.833  0.833  0.833  0
 
-**Tasks.** Every question is three filler words plus the cue word at a random position.
+A fine-tuned tiny model only knows the surface forms it was trained on (its embeddings are frozen and
+random), so cross-language transfer is the share of the target's items whose cue the source taught.
+
+**Tasks.** 300 train items (270 train + 30 validation) and 100 test items per cell, aligned across
+languages (same ids, concepts and gold), gold letters balanced.
 - `syn_lookup` (broad, letter-scored): all 24 concepts; the gold letter is a fixed function of the
-  concept (one concept per letter in each block).
+  concept (one concept per letter in each block, so the classifier alone says nothing).
 - `syn_match` (narrow, letter-scored): 12 of the concepts (two per block); its concept->letter map
   equals `syn_lookup`'s on 8 of them and differs on 4 (planted shared task structure).
 - `syn_define` (isolated, text-scored like ARC/HellaSwag): all 24 concepts; the target is the
-  concept's answer word (option text), scored on option texts so it reports acc_norm. Its output
-  space (words) shares nothing with the letter tasks.
+  concept's answer word, scored on option texts so it reports acc_norm. Its output space (words)
+  shares nothing with the letter tasks.
 
-**Intended roles.** Languages: `xn1` hub (good donor and recipient), `xs1` better donor than
-recipient (its training data teach both forms; as a target only its borrowing items are covered),
-`xi1` isolated. Tasks (CT-ML): `syn_lookup` donor (it covers every concept of `syn_match`),
-`syn_match` recipient, `syn_define` isolated. MT-CL > CT-ML > CT-CL by construction.
+**Intended roles.** Languages (MT-CL): `xn1` hub (strong donor, strongest recipient), `xs1` better
+donor than recipient (its training data teach both of its forms; as a target only its borrowing items
+are covered), `xi1` isolated. Tasks (CT-ML): `syn_lookup` donor (it covers every concept of
+`syn_match`), `syn_match` recipient, `syn_define` isolated. Expected means: MT-CL > CT-ML > CT-CL.
+`ground_truth()` computes all of this from the generator.
 """
 
 from __future__ import annotations
@@ -59,8 +67,7 @@ N_BLOCKS = 6
 CONCEPTS_PER_BLOCK = 4  # = number of options, so each block holds one concept per letter
 N_CONCEPTS = N_BLOCKS * CONCEPTS_PER_BLOCK
 N_OPTIONS = 4
-N_FILLERS_PER_QUESTION = 3
-TRAIN_SIZE = 200  # per cell; items("train") returns 180 and items("validation") 20
+TRAIN_SIZE = 300  # per cell, as the paper's ARC pool: items("train") returns 270, items("validation") 30
 TEST_SIZE = 100  # per cell: 12 cells x 100 = 1,200 items to evaluate
 VALIDATION_FRACTION = 0.1  # the paper's 90/10 split (SPEC 1.5)
 VALIDATION_SEED = 42
@@ -112,7 +119,6 @@ class Skeleton:
         concept: the concept whose cue word is in the question.
         option_concepts: concept of each option (its answer word), gold at `gold`.
         gold: index of the correct option.
-        slots: question words in order: a filler id (0..5), or -1 for the cue word.
         borrow: whether a `mix` language uses the proto forms in this item.
     """
 
@@ -120,7 +126,6 @@ class Skeleton:
     concept: int
     option_concepts: tuple[int, ...]
     gold: int
-    slots: tuple[int, ...]
     borrow: bool
 
 
@@ -155,7 +160,7 @@ def _origin(language: str, block: int, borrow: bool) -> str:
 def _build_lexicon() -> dict[tuple[str, int, str], str]:
     """Distinct pseudo-words for every (kind, meaning, origin) the suite uses.
 
-    Kinds: `cue` and `answer` (per concept) and `filler` (per filler id = block).
+    Kinds: `cue` and `answer` (per concept) and `classifier` (per block).
     """
     rng = random.Random(f"{_SEED}-lexicon")
     used: set[str] = set()
@@ -174,8 +179,8 @@ def _build_lexicon() -> dict[tuple[str, int, str], str]:
         for concept in range(N_CONCEPTS):
             lexicon[("cue", concept, origin)] = new_word(2, coda=False)
             lexicon[("answer", concept, origin)] = new_word(2, coda=True)
-        for filler in range(N_BLOCKS):
-            lexicon[("filler", filler, origin)] = new_word(1, coda=True)
+        for block in range(N_BLOCKS):
+            lexicon[("classifier", block, origin)] = new_word(1, coda=True)
     return lexicon
 
 
@@ -228,12 +233,10 @@ def _skeletons(design: TaskDesign, split: str, size: int) -> list[Skeleton]:
     for i, (concept, gold) in enumerate(zip(concepts, golds)):
         others = rng.sample([c for c in design.concepts if c != concept], N_OPTIONS - 1)
         options = others[:gold] + [concept] + others[gold:]
-        slots = [rng.randrange(N_BLOCKS) for _ in range(N_FILLERS_PER_QUESTION)]
-        slots.insert(rng.randrange(N_FILLERS_PER_QUESTION + 1), -1)
         # Alternate per concept so a `mix` language borrows on exactly half of each concept's items.
         borrow = occurrences[concept] % 2 == 0
         occurrences[concept] += 1
-        items.append(Skeleton(f"{design.name}-{prefix}{i:03d}", concept, tuple(options), gold, tuple(slots), borrow))
+        items.append(Skeleton(f"{design.name}-{prefix}{i:03d}", concept, tuple(options), gold, borrow))
     return items
 
 
@@ -264,20 +267,18 @@ class SyntheticSuite:
         }
 
     def word(self, kind: str, meaning: int, language: str, borrow: bool) -> str:
-        """Surface form of a cue/answer (meaning = concept) or filler (meaning = filler id)."""
-        block = block_of(meaning) if kind != "filler" else meaning
+        """Surface form of a `cue`/`answer` (meaning = concept) or a `classifier` (meaning = block)."""
+        block = meaning if kind == "classifier" else block_of(meaning)
         return self.lexicon[(kind, meaning, _origin(language, block, borrow))]
 
     def render(self, skeleton: Skeleton, language: str) -> Item:
         """The item of `skeleton` in `language`."""
-        words = [
-            self.word("cue", skeleton.concept, language, skeleton.borrow)
-            if slot < 0
-            else self.word("filler", slot, language, skeleton.borrow)
-            for slot in skeleton.slots
-        ]
+        # The question is the concept's classifier (the word of its block) then its cue. Random filler
+        # words around the cue made the letter tasks unlearnable in 3 epochs for the random tiny model.
+        classifier = self.word("classifier", block_of(skeleton.concept), language, skeleton.borrow)
+        question = f"{classifier} {self.word('cue', skeleton.concept, language, skeleton.borrow)}"
         choices = tuple(self.word("answer", c, language, skeleton.borrow) for c in skeleton.option_concepts)
-        return Item(id=skeleton.id, question=" ".join(words), choices=choices, gold=skeleton.gold)
+        return Item(id=skeleton.id, question=question, choices=choices, gold=skeleton.gold)
 
     @cached_property
     def _validation_ids(self) -> dict[str, set[str]]:

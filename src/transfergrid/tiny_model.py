@@ -39,6 +39,7 @@ INTERMEDIATE_SIZE = 192
 VOCAB_SIZE = 1024  # model rows; the trained tokenizer may use fewer (unused rows are harmless)
 MAX_POSITIONS = 512  # the paper's longest max_length (SPEC 1.5)
 INIT_SEED = 20240613
+INIT_STD = 0.125  # ~1/sqrt(hidden): at 0.02 logits cannot exceed ~1.3, so the frozen head never gets confident
 BUILD_INFO = "transfergrid_build.json"  # written last inside the build; marks a complete directory
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
@@ -81,9 +82,11 @@ def ensure_built(cache_dir: Path) -> Path:
     if target.exists():
         return _checked(target)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(cache_dir, target.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=cache_dir))
     try:
         _build_into(tmp)
+        _make_shareable(tmp)
         try:
             os.rename(tmp, target)  # atomic on one file system; fails if `target` appeared meanwhile
             logger.info("built %s (%d parameters)", target, parameter_count())
@@ -94,6 +97,25 @@ def ensure_built(cache_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _checked(target)
+
+
+def _remove_stale_builds(cache_dir: Path, name: str, max_age_s: float = 3600.0) -> None:
+    """Delete temporary build directories that a killed process left behind (older than an hour)."""
+    for path in cache_dir.glob(f".{name}.building-*"):
+        try:
+            if time.time() - path.stat().st_mtime > max_age_s:
+                shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            pass  # another process removed it first
+
+
+def _make_shareable(directory: Path) -> None:
+    """Give the build the permissions of the umask (mkdtemp and safetensors create private files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def _checked(target: Path) -> Path:
@@ -186,6 +208,7 @@ def build_model(tokenizer):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        initializer_range=INIT_STD,
     )
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state untouched
         torch.manual_seed(INIT_SEED)

@@ -6,9 +6,10 @@ schedule, 10% warmup), evaluation and a checkpoint every epoch, and the adapter 
 lowest validation loss kept.
 
 The caller's model is wrapped with PEFT for the duration of `train_adapter` only: on return (or on an
-error) the LoRA layers are removed again without merging (`PeftModel.unload()`), TRL's patched
-`forward` is undone and the `requires_grad` flags and train/eval mode are restored, so the same base
-model object can be reused for the next source cell or for evaluation. The trained adapter lives on
+error) the LoRA layers are removed again without merging (`PeftModel.unload()`), what TRL and the
+Trainer changed on the model (patched `forward`, tags, `use_cache`, `pad_token_id`) is undone, and the
+`requires_grad` flags and train/eval mode are restored, so the same base model object can be reused
+for the next source cell or for evaluation. The trained adapter lives on
 disk in `TrainResult.adapter_dir`; attach it with `peft.PeftModel.from_pretrained(model, adapter_dir)`.
 
 Nothing here writes to MLflow: trainer logs reach the caller through `on_log`.
@@ -180,25 +181,30 @@ def _log_forwarder(on_log: OnLog) -> "TrainerCallback":
 
 @contextlib.contextmanager
 def _lora_wrapped(model, lora: LoraConfig) -> Iterator["peft.PeftModel"]:
-    """Wrap `model` with a fresh LoRA adapter; on exit, give the caller its base model back untouched.
+    """Wrap `model` with a fresh LoRA adapter; on exit, give the caller its base model back as it was.
 
     PEFT injects the LoRA layers into `model` in place and freezes its parameters; TRL patches
-    `model.forward` with its fused LM head. All three are undone on exit, whatever happened.
+    `model.forward` with its fused LM head, tags the model and copies the pad token id into its
+    configs; the Trainer sets `config.use_cache = False`. All of it is undone on exit, whatever happened.
     """
     import peft
 
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
-    own_forward = vars(model).get("forward")
+    instance = {key: vars(model)[key] for key in ("forward", "model_tags") if key in vars(model)}
+    configs = [model.config, model.config.get_text_config(), getattr(model, "generation_config", None)]
+    configs = [c for c in configs if c is not None]
+    settings = [(c, key, getattr(c, key)) for c in configs for key in ("use_cache", "pad_token_id") if hasattr(c, key)]
     peft_model = peft.get_peft_model(model, to_peft_config(lora))
     try:
         yield peft_model
     finally:
         peft_model.unload()  # removes the LoRA layers without merging: the original modules come back
-        if own_forward is None:
-            vars(model).pop("forward", None)  # drop TRL's fused-LM-head patch
-        else:
-            model.forward = own_forward
+        for key in ("forward", "model_tags"):
+            vars(model).pop(key, None)
+        vars(model).update(instance)
+        for config, key, value in settings:
+            setattr(config, key, value)
         for name, p in model.named_parameters():
             p.requires_grad_(requires_grad.get(name, p.requires_grad))
         model.train(was_training)
@@ -216,10 +222,22 @@ def _best_eval(history: list[dict], best_step: int | None) -> tuple[float, float
 
 def _tokens_trained(history: list[dict], train_dataset, epochs: float) -> float:
     """Non-pad training tokens processed: TRL's running `num_tokens`, else lengths x epochs."""
-    counts = [h["num_tokens"] for h in history if "num_tokens" in h and "eval_loss" not in h]
+    counts = [h["num_tokens"] for h in history if "num_tokens" in h]  # eval logs carry `eval_num_tokens`
     if counts:
         return float(max(counts))
     return float(sum(len(ids) for ids in train_dataset["input_ids"]) * epochs)
+
+
+def _quiet_progress():
+    """transformers' progress bar, showing the latest loss instead of printing every log line."""
+    from transformers import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+
+    return QuietProgress()
 
 
 def train_adapter(
@@ -241,7 +259,8 @@ def train_adapter(
 
     The base model's weights never change. `model` is wrapped with PEFT during training and given back
     on return (also on error) as it was: LoRA layers unloaded without merging, TRL's `forward` patch
-    removed, `requires_grad` flags and train/eval mode restored. Use the adapter from
+    and tags removed, `use_cache`/`pad_token_id` in its configs, `requires_grad` flags and train/eval
+    mode restored. Use the adapter from
     `TrainResult.adapter_dir`: `peft.PeftModel.from_pretrained(model, adapter_dir)` (then
     `merge_and_unload()` for evaluation as the paper, or `unload()` to get the base model back).
 
@@ -267,17 +286,17 @@ def train_adapter(
     Raises:
         ValueError: empty train or validation items, or a LoRA target module the model lacks.
     """
-    import torch
-    from transformers import PrinterCallback, set_seed
+    check_target_modules(model, lora.target_modules)  # before the slow imports: fail fast
+    train_dataset = build_dataset(train_items, fmt, tokenizer, "train")
+    eval_dataset = build_dataset(validation_items, fmt, tokenizer, "validation")
+
+    from transformers import PrinterCallback, ProgressCallback, set_seed
     from trl import SFTTrainer
 
     output_dir = Path(output_dir)
-    check_target_modules(model, lora.target_modules)
-    train_dataset = build_dataset(train_items, fmt, tokenizer, "train")
-    eval_dataset = build_dataset(validation_items, fmt, tokenizer, "validation")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # pad = EOS where the tokenizer has none (SPEC 1.5)
-    cuda = next(model.parameters()).device.type == "cuda" and torch.cuda.is_available()
+    cuda = next(model.parameters()).device.type == "cuda"  # train where the caller put the model
     args = sft_config(train, seed=seed, output_dir=output_dir, progress=progress, cuda=cuda)
     forwarders = [_log_forwarder(on_log)] if on_log is not None else []
     logger.info(
@@ -297,6 +316,9 @@ def train_adapter(
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log instead
+        else:  # a step bar with the loss as postfix, instead of one printed dict per step
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(_quiet_progress())
         start = time.perf_counter()
         trainer.train()  # ends with the best epoch's adapter loaded (load_best_model_at_end)
         seconds = time.perf_counter() - start
@@ -307,7 +329,9 @@ def train_adapter(
 
     best_epoch, best_loss = _best_eval(history, best_step)
     tokens = _tokens_trained(history, train_dataset, train.num_epochs)
-    logger.info("kept epoch %g (eval_loss %.4f); %.1f s, %.0f tokens/s", best_epoch, best_loss, seconds, tokens / seconds)
+    logger.info(
+        "kept epoch %g (eval_loss %.4f); %.1f s, %.0f tokens/s", best_epoch, best_loss, seconds, tokens / seconds
+    )
     return TrainResult(
         adapter_dir=adapter_dir,
         best_epoch=best_epoch,
