@@ -42,16 +42,6 @@ def delta_stats(delta: pd.Series | np.ndarray) -> dict[str, float]:
     }
 
 
-def grouped_delta_stats(frame: pd.DataFrame, by: Sequence[str], delta: str) -> pd.DataFrame:
-    """`delta_stats` per group of `by` (groups sorted), as a flat table."""
-    rows = [
-        {**dict(zip(by, key if isinstance(key, tuple) else (key,))), **delta_stats(group[delta])}
-        for key, group in frame.groupby(list(by), sort=True, dropna=False)
-    ]
-    columns = [*by, "n", "mean_delta", "median_delta", "win_rate", "harm_rate"]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def size_bucket(size_b: float) -> str:
     """S (<= 1.5B), M (< 7B) or L (>= 7B), as SPEC 1.4; '?' for an unknown size."""
     if size_b is None or not np.isfinite(size_b):

@@ -160,7 +160,7 @@ def lora_vs_full(frame: pd.DataFrame, *, delta: str = "delta", lora_rank: str | 
     full = frame[frame["recipe"] == full_recipe]
     if full.empty:
         return empty_with_note(columns, f"no full fine-tuning runs (recipe {full_recipe!r})")
-    pair = _cell_means(lora, delta).join(_cell_means(full, delta), how="inner", lsuffix="_lora", rsuffix="_full")
+    pair = _cell_means(lora, delta).add_suffix("_lora").join(_cell_means(full, delta).add_suffix("_full"), how="inner")
     if len(pair) < 3:
         return empty_with_note(columns, f"only {len(pair)} cells shared by LoRA r={lora_rank} and full fine-tuning")
     a, b = pair[f"{delta}_lora"], pair[f"{delta}_full"]

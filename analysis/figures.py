@@ -93,6 +93,8 @@ def plot_pareto(pareto: pd.DataFrame, path: str | Path, *, title: str = "On-task
         ax.scatter([], [], c=colours[t], label=f"task: {t}")
     for f_index, family in enumerate(families):
         ax.scatter([], [], c="gray", marker=_MARKERS[f_index % len(_MARKERS)], label=f"family: {family}")
+    for bucket in sorted(set(pareto["size_bucket"])):
+        ax.scatter([], [], c="white", edgecolors="gray", s=_SIZES.get(bucket, 50), label=f"size: {bucket}")
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.axvline(0, color="gray", linewidth=0.8)
     ax.set(xlabel="on-task gain: mean MT-CL Δ (pp)", ylabel="off-task mean Δ (pp)", title=title)

@@ -84,6 +84,7 @@ def ft_vs_cot_gain(frame: pd.DataFrame, cot: pd.DataFrame | None, *, delta: str 
         Columns `model, n_targets, ft_gain, cot_gain, pearson_r, spearman_rho, note`.
     """
     columns = ["model", "n_targets", "ft_gain", "cot_gain", "pearson_r", "spearman_rho"]
+    require_columns(frame, ["model", *TARGET, "regime", delta], "tidy table")
     if cot is None or cot.empty:
         return empty_with_note(columns, "no chain-of-thought runs")
     pairs = _ft_cot_pairs(frame, cot, delta, cot_delta, regimes)
@@ -97,6 +98,23 @@ def ft_vs_cot_gain(frame: pd.DataFrame, cot: pd.DataFrame | None, *, delta: str 
     if not out:
         return empty_with_note(columns, "no (model, target) shared by the fine-tuning and CoT tables")
     return pd.DataFrame(out, columns=[*columns, "note"])
+
+
+def ft_cot_model_correlation(frame: pd.DataFrame, cot: pd.DataFrame | None, *, delta: str = "delta",
+                             cot_delta: str = "cot_delta", regimes: Sequence[str] = TRANSFER_REGIMES) -> pd.DataFrame:
+    """Across models: do the models that gain most from fine-tuning gain most from CoT too? (SPEC 2)
+
+    Returns:
+        One row: `n_models, pearson_r, spearman_rho, note` between the per-model mean gains of `ft_vs_cot_gain`.
+    """
+    per_model = ft_vs_cot_gain(frame, cot, delta=delta, cot_delta=cot_delta, regimes=regimes).dropna(
+        subset=["ft_gain", "cot_gain"])
+    columns = ["n_models", "pearson_r", "spearman_rho"]
+    if len(per_model) < 3:
+        return empty_with_note(columns, f"{len(per_model)} models with both gains: need at least 3")
+    x, y = per_model["ft_gain"], per_model["cot_gain"]
+    return pd.DataFrame([{"n_models": len(per_model), "pearson_r": float(stats.pearsonr(x, y)[0]),
+                          "spearman_rho": float(stats.spearmanr(x, y)[0]), "note": ""}], columns=[*columns, "note"])
 
 
 def source_target_matrix(frame: pd.DataFrame, *, delta: str = "delta", exclude_trained: bool = True) -> pd.DataFrame:

@@ -1,7 +1,6 @@
 """Roles, Pareto, matrices and MT-CL breakdowns (SPEC 1.10-1.13): planted effects are recovered."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis import breakdowns, matrices, pareto, roles
