@@ -128,8 +128,8 @@ def test_shared_task_structure(suite, truth):
     lookup, match = suite.designs["syn_lookup"], suite.designs["syn_match"]
     assert set(match.concepts) < set(lookup.concepts)
     agree = sum(match.letter_of[c] == lookup.letter_of[c] for c in match.concepts)
-    assert agree == 8 and len(match.concepts) == 12
-    assert truth["letter_agreement"].loc["syn_lookup", "syn_match"] == pytest.approx(8 / 12)
+    assert agree == 10 and len(match.concepts) == 12
+    assert truth["letter_agreement"].loc["syn_lookup", "syn_match"] == pytest.approx(10 / 12)
 
 
 def test_expected_transfer_has_the_planted_order_and_roles(truth):
@@ -150,3 +150,12 @@ def test_corpus_contains_every_prompt(suite):
     corpus = synthetic.corpus(suite)
     assert len(corpus) == 2 * len(suite.cells()) * (synthetic.TRAIN_SIZE + synthetic.TEST_SIZE)
     assert any(text.startswith("Question: ") and text.endswith("Answer: A") for text in corpus)
+
+
+def test_train_and_validation_are_the_papers_split_of_the_pool(suite):
+    from transfergrid.data import split_train_validation
+
+    cell = Cell("syn_match", "xs1")
+    pool = [suite.render(s, cell.language) for s in suite.skeletons_of(cell.task, "pool")]
+    train, validation = split_train_validation(pool, 0.1, 42)
+    assert suite.items(cell, "train") == train and suite.items(cell, "validation") == validation

@@ -156,7 +156,10 @@ def test_build_does_not_touch_the_global_torch_rng(tokenizer):
 @pytest.mark.slow
 def test_tokenizer_is_identical_across_processes(built, tmp_path):
     """A fresh interpreter with another hash seed trains byte-identical tokenizer files."""
-    code = "import sys; from pathlib import Path; from transfergrid import tiny_model; tiny_model.ensure_built(Path(sys.argv[1]))"
+    code = (
+        "import sys; from pathlib import Path; from transfergrid import tiny_model; "
+        "tiny_model.ensure_built(Path(sys.argv[1]))"
+    )
     env = dict(os.environ, PYTHONHASHSEED="12345", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join([str(Path(tiny_model.__file__).parents[1]), env.get("PYTHONPATH", "")])
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, timeout=300)

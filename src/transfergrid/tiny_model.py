@@ -1,4 +1,4 @@
-"""The built-in model `builtin:tiny-llama`: a ~150k-parameter Llama built locally, offline.
+"""The built-in model `builtin:tiny-llama`: a 172k-parameter Llama built locally, offline.
 
 The model is a randomly initialised `LlamaForCausalLM` (real q/k/v/o/gate/up/down projections, so the
 paper's LoRA recipe applies unchanged) with a byte-level BPE tokenizer trained with `tokenizers` on
@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 # Bump the first part on any change of the build below; the second follows the suite whose texts
 # train the tokenizer, so a new suite version builds a new model directory.
 VERSION = f"1-syn{synthetic.VERSION}"
-# LoRA learning rate for this random model, chosen by experiment (docs/synthetic.md): at the paper's
-# 5e-5 the adapter barely moves in 69 steps; 3e-3 learns every synthetic cell to >= 0.9 accuracy.
+# LoRA learning rate for this random model, chosen by experiment (docs/synthetic.md): with the paper's
+# recipe otherwise unchanged (r=32, 3 epochs of 34 steps), 5e-5 stays at chance; 2e-3 to 5e-3 all learn;
+# 3e-3 gave >= 0.97 accuracy on every synthetic source cell for seeds 17, 42 and 101.
 RECOMMENDED_LEARNING_RATE = 3e-3
 
 HIDDEN_SIZE = 64
