@@ -32,4 +32,8 @@ def tracking_uri(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # tests use the fluent API too; never let one test's store leak into the next
+    yield uri
+    mlflow.set_tracking_uri(None)

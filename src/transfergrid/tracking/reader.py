@@ -66,14 +66,32 @@ def download_artifacts(tracking_uri: str, run_id: str, artifact_path: str, dst: 
     )
 
 
-def _finished_runs(tracking_uri: str, experiment_ids: list[str], kind: str, extra_filter: str) -> pd.DataFrame:
-    import mlflow
+def _search_frame(tracking_uri: str, experiment_ids: list[str], filter_string: str) -> pd.DataFrame:
+    """Runs matching `filter_string` as a DataFrame (`run_id`, `tags.*`, `metrics.*`), newest first.
 
-    mlflow.set_tracking_uri(tracking_uri)
+    Uses the client with an explicit URI and pages through all results, leaving MLflow's global
+    tracking URI alone (unlike `mlflow.search_runs`).
+    """
+    client, rows, token = _client(tracking_uri), [], None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string, max_results=5000, order_by=["attributes.start_time DESC"], page_token=token
+        )
+        for run in page:
+            row = {"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time}
+            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            rows.append(row)
+        token = page.token
+        if not token:
+            return pd.DataFrame(rows)
+
+
+def _finished_runs(tracking_uri: str, experiment_ids: list[str], kind: str, extra_filter: str) -> pd.DataFrame:
     clauses = [f"tags.{names.KIND} = '{kind}'", "attributes.status = 'FINISHED'"]
     if extra_filter.strip():
-        clauses.append(f"({extra_filter.strip()})" if " or " in extra_filter.lower() else extra_filter.strip())
-    frame = mlflow.search_runs(experiment_ids, " and ".join(clauses), order_by=["attributes.start_time DESC"])
+        clauses.append(extra_filter.strip())
+    frame = _search_frame(tracking_uri, experiment_ids, " and ".join(clauses))
     if frame.empty:
         return frame
     # Never double-count a key: keep the newest FINISHED run per run_key.
