@@ -1,7 +1,11 @@
-"""`analysis`: read FINISHED baseline/evaluate runs back and log the tidy data and regime summary.
+"""`analysis`: read FINISHED baseline/evaluate runs back and log the full report (issue 4).
 
     mlflow run . -e analysis --env-manager local [-P filter="tags.model = 'builtin:tiny-llama'"]
-    python -m entrypoints.analysis [--filter ...] [--experiment transfergrid]
+        [-P models=m1,m2] [-P suites=synthetic] [-P seeds=17,42] [-P recipes=lora] [-P lora_ranks=32]
+        [-P significance=false]
+    python -m entrypoints.analysis [--filter ...] [--models ...] [--experiment transfergrid]
+
+Artifacts of the analysis run: report.html, tidy.parquet, tables/*.csv, figures/*.png.
 """
 
 from __future__ import annotations

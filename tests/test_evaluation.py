@@ -150,14 +150,19 @@ def test_fast_path_one_forward_per_letter_item(model, tokenizer, chat_template):
     np.testing.assert_allclose(np.concatenate(fast), np.concatenate(general), atol=1e-5, rtol=0)
 
 
-def test_option_texts_take_one_sequence_per_choice(model, tokenizer):
-    requests = requests_of(FakeSuite(n_items=3), OPTIONS, tokenizer)
+@pytest.mark.parametrize("chat_template", [False, True], ids=["plain", "chat"])
+def test_option_texts_take_one_packed_sequence_per_item(model, tokenizer, chat_template):
+    requests = requests_of(FakeSuite(n_items=3), OPTIONS, tokenizer, chat_template)
     counter = ForwardCounter(model)
     try:
-        score_requests(model, tokenizer, requests, batch_size=1, progress=False)
+        packed = score_requests(model, tokenizer, requests, batch_size=1, progress=False)
+        assert counter.calls == 3
+        counter.calls = 0
+        general = score_requests(model, tokenizer, requests, batch_size=1, progress=False, fast_path=False)
+        assert counter.calls == 3 * 4
     finally:
         counter.handle.remove()
-    assert counter.calls == 3 * 4
+    np.testing.assert_allclose(np.concatenate(packed), np.concatenate(general), atol=1e-5, rtol=0)
 
 
 def test_trailing_space_moves_to_continuation(model, tokenizer):
@@ -279,3 +284,46 @@ def test_bf16_model_scores_in_float32(model, tokenizer):
     assert all(isinstance(v, float) for row in got for v in row)
     # A bf16 log-softmax would be off by ~0.05 per token; batch shapes change bf16 logits by far less.
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-2, rtol=0)
+
+
+def test_packed_option_texts_with_eager_attention(tokenizer):
+    eager = build_tiny_llama(len(tokenizer), seed=3)
+    eager.config._attn_implementation = "eager"
+    requests = mixed_requests(tokenizer, n_items=5)
+    got = score_requests(eager, tokenizer, requests, batch_size=4, progress=False)
+    expected = [reference_logliks(eager, tokenizer, r) for r in requests]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+
+
+def test_tokenization_is_cached_per_tokenizer_and_cell(model, tokenizer, monkeypatch):
+    suite = FakeSuite(n_items=4)
+    first = evaluate_cells(model, tokenizer, suite, [OPTIONS, LETTERS], progress=False)
+    calls = []
+    real = evaluation.encode_requests
+    monkeypatch.setattr(evaluation, "encode_requests", lambda *a: calls.append(1) or real(*a))
+    second = evaluate_cells(model, tokenizer, suite, [OPTIONS, LETTERS], progress=False)
+    assert calls == []
+    evaluate_cells(model, tokenizer, suite, [OPTIONS], chat_template=True, progress=False)
+    assert calls == [1]  # another option: tokenized once more
+    assert first.predictions["loglik"].tolist() == second.predictions["loglik"].tolist()
+
+
+def test_throughput_is_reported(model, tokenizer):
+    result = evaluate_cells(model, tokenizer, FakeSuite(n_items=4), [OPTIONS, LETTERS], progress=False)
+    assert result.n_tokens > 0
+    assert result.tokens_per_second == pytest.approx(result.n_tokens / result.seconds)
+    assert result.items_per_second == pytest.approx(8 / result.seconds)
+    assert result.peak_memory_mb > 10  # CPU: the process's peak RSS
+
+
+def test_identical_sequences_run_once(model, tokenizer):
+    requests = mixed_requests(tokenizer, n_items=3)
+    twice = requests + requests[::-1]
+    counter = ForwardCounter(model)
+    try:
+        got = score_requests(model, tokenizer, twice, batch_size=1, progress=False)
+    finally:
+        counter.handle.remove()
+    assert counter.calls == len(requests)
+    expected = [reference_logliks(model, tokenizer, r) for r in twice]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)

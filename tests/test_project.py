@@ -15,6 +15,7 @@ ENTRY_CONFIGS = {
     "finetune": config.FinetuneConfig,
     "evaluate": config.EvaluateConfig,
     "analysis": config.AnalysisConfig,
+    "import_results": config.ImportConfig,
 }
 
 

@@ -134,3 +134,20 @@ def test_bad_input_fails_before_any_run(tracking_uri, capsys):
     assert "unknown task 'no_such_task'" in capsys.readouterr().err
     mlflow.set_tracking_uri(tracking_uri)
     assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_full_synthetic_study_recovers_the_planted_structure(tracking_uri):
+    """The embedded default study end to end: the trained cell is learned, and transfer follows the plant."""
+    main_entry.main([])
+    finished = runs(tracking_uri).query("status == 'FINISHED'")
+    n_cells = len(get_suite("synthetic").tasks) * 4
+    assert finished["tags.kind"].value_counts().to_dict() == {
+        "grid": 1, "baseline": 1, "finetune": n_cells, "evaluate": n_cells, "analysis": 1
+    }
+    metrics = mlflow.tracking.MlflowClient(tracking_uri).get_run(
+        finished.loc[finished["tags.kind"] == "analysis", "run_id"].item()
+    ).data.metrics
+    assert metrics["regime/mt_ml/mean_delta"] >= 30.0
+    assert metrics["regime/mt_cl/mean_delta"] > metrics["regime/ct_cl/mean_delta"]
+    assert metrics["typology/planted/spearman_rho"] < 0  # MT-CL Δ falls with planted language distance
+    assert metrics["planted/pair_transfer_rho"] > 0.5  # measured vs expected Δ per (source, target) pair

@@ -119,7 +119,14 @@ class FinetuneConfig(StudyConfig, LoraConfig, TrainConfig):
 class EvaluateConfig(StudyConfig, EvalConfig):
     """`evaluate`: a finetune run's adapter on every selected target cell."""
 
-    finetune_run_id: str = ""  # empty: the newest FINISHED finetune run of this model and seed
+    finetune_run_id: str = ""  # empty (and no list or filter): the newest FINISHED finetune run of this model and seed
+    finetune_run_ids: list[str] = field(default_factory=list)  # several finetune runs, one base model load
+    finetune_filter: str = ""  # MLflow filter over FINISHED finetune runs of this model and seed
+
+    def __post_init__(self) -> None:
+        EvalConfig.__post_init__(self)
+        if self.finetune_filter and (self.finetune_run_id or self.finetune_run_ids):
+            raise ValueError("give finetune_filter or finetune_run_id(s), not both")
 
 
 @dataclass
@@ -144,6 +151,34 @@ class AnalysisConfig:
     experiment: str = "transfergrid"
     tracking_uri: str | None = None
     filter: str = ""  # extra MLflow filter string, e.g. "tags.model = 'builtin:tiny-llama'"
+    # Run selection (issue 4 item 7); empty = all. Combined with `filter` by AND.
+    models: list[str] = field(default_factory=list)  # tags.model
+    suites: list[str] = field(default_factory=list)  # tags.benchmark_suite
+    seeds: list[str] = field(default_factory=list)  # tags.seed (e.g. 42, or "mean" for seed-aggregated imports)
+    recipes: list[str] = field(default_factory=list)  # tags.recipe (lora|full)
+    lora_ranks: list[int] = field(default_factory=list)  # tags.lora_r
+    # Per-cell significance from per-item predictions (downloads predictions.parquet of every run read):
+    # None = on when the selection holds at most 200 evaluate runs, where the download stays cheap.
+    significance: bool | None = None
+
+
+IMPORT_FORMATS = ("auto", "csv", "lmeval")
+
+
+@dataclass
+class ImportConfig:
+    """`import_results`: log an external results table or lm-eval output as baseline/evaluate runs."""
+
+    path: str = ""  # a results CSV (seed-aggregated or per-seed) or a directory of lm-eval results_*.json
+    experiment: str = "transfergrid"
+    tracking_uri: str | None = None
+    format: str = "auto"  # auto (a directory is lmeval, a file csv) | csv | lmeval
+    recipe: str = "lora"  # recipe tag of the imported evaluate runs (the paper: LoRA r = 32)
+    lora_r: int = 32
+
+    def __post_init__(self):
+        if self.format not in IMPORT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(IMPORT_FORMATS)}, got {self.format!r}")
 
 
 def _convert(name: str, text: Any, annotation: Any) -> Any:

@@ -160,7 +160,13 @@ def _params(cfg) -> dict:
 
 def _log_evaluation(run: writer.RunWriter, result) -> None:
     run.log_cell_metrics(result.metrics)
-    run.log_metrics({"eval/items_per_second": result.items_per_second, "eval/seconds": result.seconds})
+    run.log_metrics(
+        {
+            "eval/items_per_second": result.items_per_second, "eval/seconds": result.seconds,
+            "eval/tokens_per_second": result.tokens_per_second, "eval/peak_memory_mb": result.peak_memory_mb,
+            "eval/adapter_swap_seconds": result.swap_seconds,
+        }
+    )
     run.log_dataframe(result.predictions, names.PREDICTIONS_ARTIFACT)
 
 
@@ -222,16 +228,58 @@ def _curve_names(metrics: dict[str, float]) -> dict[str, float]:
 def run_evaluate(
     cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
 ) -> str:
-    """Evaluate a finetune run's adapter on every cell, with Δ against the matching baseline."""
+    """Evaluate one finetune run's adapter on every cell, with Δ against the matching baseline.
+
+    Returns the first evaluate run id of `run_evaluate_many` (the only one unless `cfg` names several).
+    """
+    return run_evaluate_many(cfg, study=study, parent_run_id=parent_run_id, launcher_run_id=launcher_run_id)[0]
+
+
+def run_evaluate_many(
+    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+) -> list[str]:
+    """Evaluate every selected finetune run's adapter on one loaded base model, swapping PEFT adapters.
+
+    The finetune runs are `cfg.finetune_run_ids` (plus `cfg.finetune_run_id`), or those matching
+    `cfg.finetune_filter`, or the newest one. Adapters whose evaluation is already FINISHED (same run
+    key) are skipped without loading. One evaluate run per adapter, each with its Δ against the baseline;
+    with several, the runs of an `mlflow run` launcher are nested under it instead of adopting it.
+
+    Returns:
+        The evaluate run ids, in the order of the finetune runs.
+    """
+    from transfergrid.adapters import AdapterHost
+
     study = study or open_study(cfg, launcher_run_id)
-    ft_run = _finetune_run(study, cfg)
-    ft_key = ft_run.data.tags[names.RUN_KEY]
-    key = evaluate_key(study, cfg, ft_key)
-    if done := _reuse(study, key, f"evaluate {ft_run.info.run_id}", launcher_run_id):
-        return done
-    baseline_cfg = BaselineConfig(**{k: v for k, v in to_dict(cfg).items() if k in BaselineConfig.__dataclass_fields__})
-    baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent_run_id)
-    base_scores = _cell_scores(reader.get_run(study.tracking_uri, baseline_id).data.metrics)
+    ft_runs = _finetune_runs(study, cfg)
+    single = len(ft_runs) == 1
+    adopt, parent = (launcher_run_id, parent_run_id) if single else (None, parent_run_id or launcher_run_id)
+    run_ids: dict[str, str] = {}
+    todo = []
+    for ft_run in ft_runs:
+        key = evaluate_key(study, cfg, ft_run.data.tags[names.RUN_KEY])
+        if done := _reuse(study, key, f"evaluate {ft_run.info.run_id}", adopt):
+            run_ids[ft_run.info.run_id] = done
+        else:
+            todo.append((ft_run, key))
+    if todo:
+        baseline_cfg = _subconfig(BaselineConfig, cfg)
+        baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent)
+        base_scores = _cell_scores(reader.get_run(study.tracking_uri, baseline_id).data.metrics)
+        model, tokenizer = study.base_model(cfg.device)
+        with AdapterHost(model) as host:
+            for ft_run, key in todo:
+                run_ids[ft_run.info.run_id] = _evaluate_one(
+                    study, cfg, host, ft_run, key, (baseline_id, base_scores), parent_run_id=parent, adopt_run_id=adopt
+                )
+            study.models[study.model.id] = (host.close(), tokenizer)
+        logger.info("evaluated %d adapters on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
+    return [run_ids[run.info.run_id] for run in ft_runs]
+
+
+def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, baseline: tuple, **run_args) -> str:
+    """One evaluate run: download the adapter, activate it on the shared base, score, log Δ."""
+    baseline_id, base_scores = baseline
     source = Cell(ft_run.data.tags[names.SOURCE_TASK], ft_run.data.tags[names.SOURCE_LANGUAGE])
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
@@ -240,12 +288,12 @@ def run_evaluate(
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="evaluate", tags=tags,
-        run_name=f"evaluate {source} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+        run_name=f"evaluate {source} seed={cfg.seed}", **run_args,
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ev-") as tmp:
         run.log_config({**to_dict(cfg), "finetune_run_id": ft_run.info.run_id})
         run.log_params(_params(cfg))
         adapter = reader.download_artifacts(study.tracking_uri, ft_run.info.run_id, names.ADAPTER_DIR, Path(tmp))
-        result = _evaluate_adapter(study, cfg, adapter, label=f"evaluate {source}")
+        result = _evaluate_adapter(study, cfg, host, adapter, label=f"evaluate {source}")
         for cell, values in result.metrics.items():
             values[names.DELTA] = 100.0 * (values["score"] - base_scores[cell])
         _log_evaluation(run, result)
@@ -253,21 +301,19 @@ def run_evaluate(
         return run.run_id
 
 
-def _evaluate_adapter(study: Study, cfg: EvalConfig, adapter_dir: Path, label: str):
-    """Apply an adapter to the shared base model, evaluate, then restore the base model."""
-    from peft import PeftModel
-
+def _evaluate_adapter(study: Study, cfg: EvalConfig, host, adapter_dir: Path, label: str):
+    """Activate an adapter on the shared base model (`host`, an `AdapterHost`) and evaluate it."""
     from transfergrid.evaluation import evaluate_cells
 
-    model, tokenizer = study.base_model(getattr(cfg, "device", None))
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    try:
-        return evaluate_cells(
-            peft_model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
-            chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
-        )
-    finally:
-        study.models[study.model.id] = (peft_model.unload(), tokenizer)  # base modules back, adapter dropped
+    swapped = host.swap_seconds
+    peft_model = host.activate(adapter_dir)
+    _, tokenizer = study.base_model(getattr(cfg, "device", None))
+    result = evaluate_cells(
+        peft_model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
+        chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
+    )
+    result.swap_seconds = host.swap_seconds - swapped
+    return result
 
 
 def _cell_scores(metrics: dict[str, float]) -> dict[Cell, float]:
@@ -287,17 +333,34 @@ def transfer_means(source: Cell, metrics: dict[Cell, dict[str, float]]) -> dict[
     return {names.REGIME_METRIC[r]: sum(v) / len(v) for r, v in groups.items()}
 
 
-def _finetune_run(study: Study, cfg: EvaluateConfig):
-    """The finetune run to evaluate: `cfg.finetune_run_id`, else the newest FINISHED one of this model and seed."""
-    run_id = cfg.finetune_run_id or reader.newest_finished(
-        study.tracking_uri, study.experiment_id, "finetune",
-        {names.MODEL: study.model.id, names.SEED: str(cfg.seed), names.BENCHMARK_SUITE: study.suite.name},
-    )
-    if not run_id:
-        raise ValueError(
-            f"no FINISHED finetune run of model {study.model.id!r} seed {cfg.seed} in this experiment; "
-            "run the `finetune` entry point first or pass --finetune_run_id"
-        )
+def _finetune_runs(study: Study, cfg: EvaluateConfig) -> list:
+    """The finetune runs to evaluate: the listed ids, those matching `cfg.finetune_filter`, or the newest.
+
+    A filter selects FINISHED finetune runs of this model, suite and seed (Δ needs the baseline of the
+    same seed), newest first.
+
+    Raises:
+        ValueError: nothing selected, or a listed run is not a FINISHED finetune run of this model.
+    """
+    scope = {names.MODEL: study.model.id, names.SEED: str(cfg.seed), names.BENCHMARK_SUITE: study.suite.name}
+    run_ids = list(dict.fromkeys(([cfg.finetune_run_id] if cfg.finetune_run_id else []) + list(cfg.finetune_run_ids)))
+    if cfg.finetune_filter:
+        run_ids = reader.finished_run_ids(study.tracking_uri, study.experiment_id, "finetune", scope, cfg.finetune_filter)
+        if not run_ids:
+            raise ValueError(f"no FINISHED finetune run of model {study.model.id!r} seed {cfg.seed} matches {cfg.finetune_filter!r}")
+    elif not run_ids:
+        newest = reader.newest_finished(study.tracking_uri, study.experiment_id, "finetune", scope)
+        if not newest:
+            raise ValueError(
+                f"no FINISHED finetune run of model {study.model.id!r} seed {cfg.seed} in this experiment; "
+                "run the `finetune` entry point first or pass --finetune_run_id"
+            )
+        run_ids = [newest]
+    return [_finetune_run(study, run_id) for run_id in run_ids]
+
+
+def _finetune_run(study: Study, run_id: str):
+    """The finetune run `run_id`, checked: FINISHED, kind finetune, trained on this study's model."""
     run = reader.get_run(study.tracking_uri, run_id)
     if run.data.tags.get(names.KIND) != "finetune" or run.info.status != "FINISHED":
         raise ValueError(
@@ -312,19 +375,41 @@ def _analysis_inputs(uri: str, experiment_id: str, cfg: AnalysisConfig):
     """The tidy table of FINISHED runs and the analysis run key (a hash of the runs it reads)."""
     import analysis
 
-    results = reader.load_results(uri, [experiment_id], cfg.filter)
+    selection = _analysis_selection(cfg)
+    results = reader.load_results(uri, [experiment_id], cfg.filter, selection=selection)
     if results.empty:
-        raise ValueError(f"no FINISHED evaluate runs with a FINISHED baseline in experiment {experiment_id} (filter {cfg.filter!r})")
+        raise ValueError(
+            f"no FINISHED evaluate runs with a FINISHED baseline in experiment {experiment_id} ({_selection_text(cfg)})"
+        )
     tidy = analysis.make_tidy(results)
     runs = sorted(set(tidy["evaluate_run_id"]) | set(tidy["baseline_run_id"]))
-    return tidy, runs, runkeys.run_key("analysis", {"runs": runs, "filter": cfg.filter, "schema": names.SCHEMA_VERSION})
+    payload = {"runs": runs, "filter": cfg.filter, "selection": {k: sorted(map(str, v)) for k, v in selection.items()},
+               "significance": cfg.significance, "report": 2, "schema": names.SCHEMA_VERSION}
+    return tidy, runs, runkeys.run_key("analysis", payload)
+
+
+def _analysis_selection(cfg: AnalysisConfig) -> dict[str, list]:
+    """Tag -> allowed values of the evaluate runs (issue 4 item 7); empty lists select everything."""
+    return {names.MODEL: cfg.models, names.BENCHMARK_SUITE: cfg.suites, names.SEED: cfg.seeds,
+            names.RECIPE: cfg.recipes, names.LORA_R: cfg.lora_ranks}
+
+
+def _selection_text(cfg: AnalysisConfig) -> str:
+    """How the runs were selected, for the report header and messages."""
+    parts = [f"{tag} in {sorted(map(str, values))}" for tag, values in _analysis_selection(cfg).items() if values]
+    parts += [f"filter {cfg.filter!r}"] if cfg.filter.strip() else []
+    return "; ".join(parts) or "all FINISHED runs"
 
 
 def run_analysis(
     cfg: AnalysisConfig, *, experiment_id: str | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
 ) -> str:
-    """Read FINISHED baseline/evaluate runs back and log the tidy data and the regime table."""
-    import analysis
+    """Read FINISHED baseline/evaluate runs back and log the full report (issue 4) as the analysis run's artifacts.
+
+    Artifacts: `report.html`, `tidy.parquet`, `tables/*.csv`, `figures/*.png` (`transfergrid.report`);
+    metrics: `headline_metrics`; tags: the top donor and recipient languages.
+    """
+    from transfergrid import report
 
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
     if experiment_id is None:
@@ -337,27 +422,39 @@ def run_analysis(
         if launcher_run_id:
             writer.mark_reused(uri, launcher_run_id, done)
         return done
-    summary = analysis.regime_summary(analysis.aggregate_seeds(tidy))
+    n_evaluate = tidy["evaluate_run_id"].nunique()
+    significance = cfg.significance if cfg.significance is not None else n_evaluate <= report.SMALL_STORE_RUNS
+    logger.info("analysis uses %d runs (%d evaluate), %d per-seed rows, selection: %s; significance %s",
+                len(runs), n_evaluate, len(tidy), _selection_text(cfg), "on" if significance else "off")
     with writer.open_run(
         uri, experiment_id, kind="analysis", tags={names.RUN_KEY: key}, run_name="analysis",
         parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
-    ) as run:
+    ) as run, tempfile.TemporaryDirectory() as tmp:
         run.log_config(to_dict(cfg))
-        run.log_dataframe(tidy, "tidy.parquet")
-        run.log_dataframe(summary, "tables/regime_summary.csv")
-        run.log_metrics(headline_metrics(summary) | {"n_runs": len(runs), "n_rows": len(tidy)})
-        logger.info("regime summary (Δ in pp, seed-averaged):\n%s", summary.to_string(index=False))
+        predictions = reader.load_predictions(uri, runs, Path(tmp) / "predictions") if significance else None
+        options = report.options_for(tidy, significance=significance, filter_text=_selection_text(cfg))
+        summary = report.build_report(tidy, Path(tmp) / "report", options=options, predictions=predictions)
+        run.log_dir(summary.out_dir, None)
+        run.set_tags(summary.findings)
+        run.log_metrics(headline_metrics(summary))
+        logger.info("analysis used %(n_runs)d runs, %(n_cells)d cells, %(n_models)d models, %(n_seeds)d seeds",
+                    summary.counts)
         return run.run_id
 
 
 def headline_metrics(summary) -> dict[str, float]:
-    """`regime/<mt_ml|...|all_transfer>/<mean_delta|median_delta|win_rate|harm_rate|n>` from the regime table."""
-    out = {}
-    for _, row in summary.iterrows():
-        slug = row["regime"].lower().replace("-", "_").replace(" ", "_")
-        for column in ("n", "mean_delta", "median_delta", "win_rate", "harm_rate"):
-            out[f"regime/{slug}/{column}"] = row[column]
-    return out
+    """Headline metrics of a `report.ReportSummary`: counts plus the findings of each analysis.
+
+    Names: `n_runs, n_cells, n_models, n_seeds, n_rows`; `regime/<mt_ml|mt_cl|ct_ml|ct_cl|all_transfer>/
+    <n|mean_delta|median_delta|win_rate|harm_rate>`; `roles/top_donor_score`, `roles/top_recipient_score`,
+    `roles/curated_vs_translated_rho`; `pareto/tradeoff_share`; `variance/<nested|crossed>/share_<model|source|
+    target|residual>`; `consistency/<model|family|size>/<regime>/median`; `typology/<distance>/spearman_rho`;
+    `baseline_gain/slope`; `latent/pc1_explained`; `significance/all_transfer/sig_<win|harm>_rate_<mcnemar|ci>`;
+    `planted/recovered_share`, `planted/pair_transfer_rho` (synthetic suite). Absent when the analysis was skipped.
+    """
+    metrics = {name: float(value) for name, value in summary.counts.items()}
+    metrics.update({name: float(value) for name, value in summary.headline.items()})
+    return metrics
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ FAILURE_REASON = "failure_reason"
 REUSED_RUN_ID = "reused_run_id"
 PARENT_RUN_ID = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"
+IMPORTED_FROM = "imported_from"  # on runs made by `import_results`: "<file name> sha256:<hash>"
 
 KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")
 

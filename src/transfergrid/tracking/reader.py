@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -30,6 +31,22 @@ def find_finished(tracking_uri: str, experiment_id: str, run_key: str) -> str | 
     return runs[0].info.run_id if runs else None
 
 
+def finished_run_keys(tracking_uri: str, experiment_id: str, kinds: tuple[str, ...]) -> dict[str, str]:
+    """`run_key` -> id of the newest FINISHED run with that key, over runs of `kinds`, in one paged search per kind.
+
+    The bulk form of `find_finished`, for jobs that check many keys at once (e.g. `import_results`).
+    """
+    out: dict[str, str] = {}
+    for kind in kinds:
+        frame = _search_frame(tracking_uri, [experiment_id], f"tags.{names.KIND} = '{kind}' and attributes.status = 'FINISHED'")
+        if frame.empty or f"tags.{names.RUN_KEY}" not in frame.columns:
+            continue
+        for key, run_id in zip(frame[f"tags.{names.RUN_KEY}"], frame["run_id"]):
+            if isinstance(key, str) and key not in out:  # newest first
+                out[key] = run_id
+    return out
+
+
 def get_run(tracking_uri: str, run_id: str):
     """The MLflow `Run` (info, tags, params, latest metrics).
 
@@ -52,6 +69,17 @@ def newest_finished(tracking_uri: str, experiment_id: str, kind: str, tags: dict
         [experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=1
     )
     return runs[0].info.run_id if runs else None
+
+
+def finished_run_ids(tracking_uri: str, experiment_id: str, kind: str, tags: dict[str, str], extra_filter: str = "") -> list[str]:
+    """Ids of every FINISHED run of `kind` whose tags equal `tags` and that matches `extra_filter`, newest first.
+
+    One run per run key (the newest), so a run that was redone is not selected twice.
+    """
+    clauses = [f"tags.{key} = '{value}'" for key, value in tags.items()]
+    extra = " and ".join(clauses + ([extra_filter.strip()] if extra_filter.strip() else []))
+    frame = _finished_runs(tracking_uri, [experiment_id], kind, extra)
+    return [] if frame.empty else frame["run_id"].tolist()
 
 
 def download_artifacts(tracking_uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
@@ -109,14 +137,67 @@ def _cell_values(row: pd.Series, metric: str) -> dict[Cell, float]:
     return out
 
 
-def load_results(tracking_uri: str, experiment_ids: list[str], extra_filter: str = "") -> pd.DataFrame:
+def _quote(value) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def selection_filter(selection: Mapping[str, Sequence] | None) -> tuple[list[str], dict[str, set[str]]]:
+    """Split a tag selection into MLflow filter clauses and the rest, applied in pandas (issue 4 item 7).
+
+    MLflow's search joins clauses with AND only and its `IN` does not work on tags, so a tag with one
+    allowed value becomes `tags.<tag> = '<value>'` and a tag with several is filtered after the search.
+
+    Args:
+        selection: tag name -> allowed values (empty or missing: any value).
+
+    Returns:
+        (clauses, {tag: allowed values as strings}) for the tags left to pandas.
+    """
+    clauses, rest = [], {}
+    for tag, values in (selection or {}).items():
+        allowed = sorted({str(v) for v in values or ()})
+        if len(allowed) == 1:
+            clauses.append(f"tags.{tag} = {_quote(allowed[0])}")
+        elif allowed:
+            rest[tag] = set(allowed)
+    return clauses, rest
+
+
+def _select(frame: pd.DataFrame, rest: Mapping[str, set[str]]) -> pd.DataFrame:
+    for tag, allowed in rest.items():
+        column = f"tags.{tag}"
+        keep = frame[column].astype(str).isin(allowed) if column in frame.columns else pd.Series(False, index=frame.index)
+        frame = frame[keep]
+    return frame
+
+
+def _seed(value: str):
+    """A seed tag as an int; imported seed-aggregated runs keep their label (`mean`) as a string."""
+    text = str(value)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def load_results(
+    tracking_uri: str, experiment_ids: list[str], extra_filter: str = "", *, selection: Mapping[str, Sequence] | None = None
+) -> pd.DataFrame:
     """FINISHED evaluate runs joined with their baselines: one row per (run, target cell).
 
-    Columns: model, model_family, model_size_b, seed, recipe, lora_r, suite, source_task,
-    source_language, target_task, target_language, base_score, ft_score, base_acc, ft_acc,
-    evaluate_run_id, baseline_run_id. Scores are fractions; Δ is computed by the analysis.
+    Args:
+        tracking_uri, experiment_ids: where to search.
+        extra_filter: a free MLflow filter string on the evaluate runs (AND-ed with the selection).
+        selection: tag name -> allowed values of the evaluate runs (`selection_filter`), e.g.
+            `{"model": ["m1", "m2"], "seed": [17]}`.
+
+    Returns:
+        Columns: model, model_family, model_size_b, seed, recipe, lora_r, suite, source_task,
+        source_language, target_task, target_language, base_score, ft_score, base_acc, ft_acc,
+        evaluate_run_id, baseline_run_id. Scores are fractions; Δ is computed by the analysis.
     """
-    evaluations = _finished_runs(tracking_uri, experiment_ids, "evaluate", extra_filter)
+    clauses, rest = selection_filter(selection)
+    filter_string = " and ".join(c for c in (extra_filter.strip(), *clauses) if c)
+    evaluations = _finished_runs(tracking_uri, experiment_ids, "evaluate", filter_string)
+    if not evaluations.empty:
+        evaluations = _select(evaluations, rest)
     if evaluations.empty:
         return pd.DataFrame()
     baselines = _finished_runs(tracking_uri, experiment_ids, "baseline", "")
@@ -136,7 +217,7 @@ def load_results(tracking_uri: str, experiment_ids: list[str], extra_filter: str
                     "model": run[f"tags.{names.MODEL}"],
                     "model_family": run.get(f"tags.{names.MODEL_FAMILY}"),
                     "model_size_b": float(run.get(f"tags.{names.MODEL_SIZE_B}") or "nan"),
-                    "seed": int(run[f"tags.{names.SEED}"]),
+                    "seed": _seed(run[f"tags.{names.SEED}"]),
                     "recipe": run.get(f"tags.{names.RECIPE}"),
                     "lora_r": run.get(f"tags.{names.LORA_R}"),
                     "suite": run.get(f"tags.{names.BENCHMARK_SUITE}"),
@@ -153,3 +234,26 @@ def load_results(tracking_uri: str, experiment_ids: list[str], extra_filter: str
                 }
             )
     return pd.DataFrame(rows)
+
+
+def load_predictions(tracking_uri: str, run_ids: Sequence[str], dst: Path) -> dict[str, pd.DataFrame]:
+    """The per-item `predictions.parquet` of each run (evaluate and baseline runs), keyed by run id.
+
+    Runs without the artifact are left out with a warning (e.g. runs imported from a results table).
+
+    Args:
+        tracking_uri: the tracking store.
+        run_ids: the runs whose predictions to download.
+        dst: a scratch directory for the downloads (one sub-directory per run).
+    """
+    from mlflow.exceptions import MlflowException
+
+    out = {}
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            path = download_artifacts(tracking_uri, run_id, names.PREDICTIONS_ARTIFACT, dst / run_id)
+        except (MlflowException, OSError) as error:
+            logger.warning("run %s has no %s: %s", run_id, names.PREDICTIONS_ARTIFACT, error)
+            continue
+        out[run_id] = pd.read_parquet(path)
+    return out

@@ -1,0 +1,162 @@
+"""transfergrid's evaluator vs lm-evaluation-harness 0.4.13 on the same model object, items and prompts.
+
+For each model (the built-in tiny Llama; a randomly initialised ~20M-parameter Llama with the same
+tokenizer) and format (answer letters: `syn_lookup` + `syn_match`; option texts: `syn_define`; all
+synthetic languages, test split), both scorers receive the same (context, continuation) pairs built by
+`formats.build_scoring_request`: lm-eval through `HFLM(pretrained=<model object>).loglikelihood`,
+which is what its `multiple_choice` tasks call, transfergrid through `score_requests` (tokenization
+included, no cache). Reports identical acc / acc_norm predictions, the largest log-likelihood
+difference and the items/s ratio, measured side by side in one process. Needs `pip install -e '.[bench]'`.
+
+    OMP_NUM_THREADS=2 python benchmarks/eval_vs_lmeval.py [--batch-size 32] [--limit N] [--no-append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import _common  # noqa: F401  (puts src/ on the path)
+import numpy as np
+
+LETTER_TASKS = ("syn_lookup", "syn_match")
+TEXT_TASKS = ("syn_define",)
+
+
+def build_requests(tokenizer, tasks, limit, chat_template):
+    """Scoring requests of every language of `tasks` (first `limit` items per cell)."""
+    from transfergrid.data import get_suite
+    from transfergrid.formats import build_scoring_request
+    from transfergrid.grid import Cell
+
+    suite = get_suite("synthetic")
+    return [
+        build_scoring_request(item, suite.tasks[task].eval_format, tokenizer, chat_template)
+        for task in tasks
+        for language in suite.tasks[task].languages
+        for item in suite.items(Cell(task, language), "test")[:limit]
+    ]
+
+
+def arc_shaped_requests(tokenizer, n_items, chat_template, seed=0):
+    """Paper-like option-text items (ARC-shaped): a ~40-word question, four 3-8-word options of synthetic words.
+
+    The synthetic suite's option texts are single tokens (so both scorers take one forward per item);
+    these multi-token choices exercise the shared-context path against lm-eval's one sequence per choice.
+    """
+    import random
+
+    from transfergrid.data import Item, PromptFormat
+    from transfergrid.formats import build_scoring_request
+    from transfergrid.synthetic import corpus
+
+    words = sorted({w for line in corpus()[:2000] for w in line.split() if w.isalpha()})
+    rng = random.Random(seed)
+    fmt = PromptFormat(template="Question: {question}\nAnswer:", target="text")
+    items = [
+        Item(id=str(i), question=" ".join(rng.choices(words, k=rng.randint(25, 50))),
+             choices=tuple(" ".join(rng.choices(words, k=rng.randint(3, 8))) for _ in range(4)), gold=0)
+        for i in range(n_items)
+    ]
+    return [build_scoring_request(item, fmt, tokenizer, chat_template) for item in items]
+
+
+def run_lmeval(model, tokenizer, requests, batch_size):
+    """Per request, lm-eval's log-likelihood of each continuation, and the seconds it took."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device="cpu")
+    instances = [
+        Instance("loglikelihood", doc={}, arguments=(r.context, c), idx=i)
+        for r in requests for i, c in enumerate(r.continuations)
+    ]
+    started = time.perf_counter()
+    flat = [ll for ll, _ in lm.loglikelihood(instances, disable_tqdm=True)]
+    seconds = time.perf_counter() - started
+    out, cursor = [], 0
+    for r in requests:
+        out.append(flat[cursor : cursor + len(r.continuations)])
+        cursor += len(r.continuations)
+    return out, seconds
+
+
+def run_transfergrid(model, tokenizer, requests, batch_size):
+    from transfergrid.evaluation import score_requests
+
+    started = time.perf_counter()
+    out = score_requests(model, tokenizer, requests, batch_size=batch_size, progress=False)
+    return out, time.perf_counter() - started
+
+
+def compare(requests, ours, theirs) -> tuple[bool, float]:
+    """(identical acc and acc_norm predictions on every item, max |Δ log-likelihood|)."""
+    from transfergrid.evaluation import predict
+
+    same, worst = True, 0.0
+    for r, a, b in zip(requests, ours, theirs):
+        chars = [len(t) for t in r.choice_texts]
+        same &= predict(a, chars) == predict(b, chars)
+        worst = max(worst, float(np.max(np.abs(np.asarray(a) - np.asarray(b)))))
+    return same, worst
+
+
+def timed_pair(model, tokenizer, requests, batch_size, repeats):
+    """Both scorers alternately `repeats` times; the best time of each and their last outputs."""
+    best_ours = best_theirs = float("inf")
+    for _ in range(repeats):
+        ours, seconds = run_transfergrid(model, tokenizer, requests, batch_size)
+        best_ours = min(best_ours, seconds)
+        theirs, seconds = run_lmeval(model, tokenizer, requests, batch_size)
+        best_theirs = min(best_theirs, seconds)
+    return ours, best_ours, theirs, best_theirs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=50, help="items per synthetic cell (100 = all)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per row; the best time counts")
+    parser.add_argument("--no-append", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    tiny, tokenizer = _common.tiny_model()
+    models = {"tiny-llama": tiny, "llama-20M (random)": _common.llama_20m(tokenizer)}
+    formats = {
+        "letter (syn_lookup+syn_match)": lambda chat: build_requests(tokenizer, LETTER_TASKS, args.limit, chat),
+        "option text, 1-token (syn_define)": lambda chat: build_requests(tokenizer, TEXT_TASKS, args.limit, chat),
+        "option text, ARC-shaped": lambda chat: arc_shaped_requests(tokenizer, 2 * args.limit, chat),
+    }
+    rows = []
+    for model_name, model in models.items():
+        n_params = sum(p.numel() for p in model.parameters())
+        for fmt, make in formats.items():
+            for chat in (False, True):
+                requests = make(chat)
+                run_transfergrid(model, tokenizer, requests[:8], args.batch_size)  # warm-up both
+                run_lmeval(model, tokenizer, requests[:8], args.batch_size)
+                ours, ours_s, theirs, theirs_s = timed_pair(model, tokenizer, requests, args.batch_size, args.repeats)
+                same, worst = compare(requests, ours, theirs)
+                rows.append({
+                    "model": f"{model_name} ({n_params / 1e6:.2f}M)", "format": fmt, "chat": chat,
+                    "items": len(requests), "identical predictions": same, "max abs dLL": f"{worst:.1e}",
+                    "transfergrid items/s": f"{len(requests) / ours_s:.0f}",
+                    "lm-eval items/s": f"{len(requests) / theirs_s:.0f}", "ratio": f"{theirs_s / ours_s:.2f}x",
+                })
+                print(rows[-1], flush=True)
+    table = _common.markdown_table(rows)
+    print(table)
+    ok = all(r["identical predictions"] for r in rows) and all(float(r["ratio"][:-1]) >= 3 for r in rows)
+    if not args.no_append:
+        _common.append_results(
+            "eval_vs_lmeval: transfergrid vs lm-eval 0.4.13 (model preloaded, same items and prompts)",
+            f"python benchmarks/eval_vs_lmeval.py --batch-size {args.batch_size} --limit {args.limit} --repeats {args.repeats}",
+            table, f"Goal >= 3x on every row with identical predictions: {'met' if ok else 'NOT met'}.",
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
