@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
+	@# create the experiment ourselves first, so its artifacts are pinned to ./mlartifacts (not ./mlruns)
+	$(BIN)/python -c "from transfergrid.tracking.writer import ensure_experiment; ensure_experiment('$(MLFLOW_TRACKING_URI)', 'transfergrid')"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name transfergrid
 	@echo "Open the results: make ui   (then http://127.0.0.1:5000)"
 
