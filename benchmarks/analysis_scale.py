@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+import _common  # puts src/ on the path; machine description
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -43,16 +44,6 @@ def direct_regime_table(csv: Path) -> pd.DataFrame:
     groups.append(("All transfer", frame.loc[frame["regime"] != "MT-ML", "d"]))
     return pd.DataFrame([{"regime": r, "n": d.size, "mean_delta": d.mean(), "median_delta": d.median(),
                           "win_rate": 100 * (d > 0).mean(), "harm_rate": 100 * (d <= -1.0).mean()} for r, d in groups])
-
-
-def machine() -> str:
-    """`N cores, <CPU model>, <RAM> GiB RAM, Python x.y` from /proc."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "?")
-    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")), 0)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores, {cpu}, {mem_kb / 2**20:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def run(aggregated: bool, workdir: Path) -> dict:
@@ -92,7 +83,7 @@ def report(result: dict) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         f"\n## analysis_scale ({when})\n",
-        f"Machine: {machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.\n",
+        f"Machine: {_common.machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.\n",
         "| input | rows | runs imported | import (s) | re-import (s, runs created) | analysis (s) | goal "
         "| max abs diff vs pandas | goal |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -10,7 +10,7 @@ Artifacts of the analysis run: report.html, tidy.parquet, tables/*.csv, figures/
 
 from __future__ import annotations
 
-from transfergrid import cli, jobs
+from transfergrid import analysis_run, cli
 from transfergrid.config import AnalysisConfig
 from transfergrid.tracking.writer import launcher_run_id
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> str:
     cli.setup_logging()
     cfg = cli.load_entry_config(AnalysisConfig, argv)
     with cli.user_errors():
-        run_id = jobs.run_analysis(cfg, launcher_run_id=launcher_run_id())
+        run_id = analysis_run.run_analysis(cfg, launcher_run_id=launcher_run_id())
     print(f"analysis run: {run_id}")
     return run_id
 

@@ -10,7 +10,7 @@ import pytest
 
 from analysis.released import released_table
 from analysis.simulate import simulate_paper
-from transfergrid import jobs
+from transfergrid import analysis_run
 from transfergrid.config import AnalysisConfig, ImportConfig, load_config
 from transfergrid.importer import SEED_AGGREGATED, import_results
 from transfergrid.tracking import names, reader
@@ -99,7 +99,7 @@ def test_analysis_on_imported_store_matches_pandas(tracking_uri, tmp_path, small
     csv = _write(tmp_path, released_table(small_results, per_seed=per_seed))
     summary = import_results(ImportConfig(path=str(csv)))
     assert summary.created == (3 if per_seed else 1) * (2 + 2 * 6)
-    run_id = jobs.run_analysis(AnalysisConfig())
+    run_id = analysis_run.run_analysis(AnalysisConfig())
     path = reader.download_artifacts(tracking_uri, run_id, "tables/regime_summary.csv", tmp_path / "out")
     got = pd.read_csv(path).set_index("regime")
     want = _direct_regimes(csv).set_index("regime")

@@ -224,7 +224,7 @@ def _log_store(uri: str) -> str:
 def test_analysis_filters_select_the_right_runs_and_log_the_report(tracking_uri):
     import mlflow
 
-    from transfergrid import jobs
+    from transfergrid import analysis_run
     from transfergrid.config import AnalysisConfig
     from transfergrid.tracking import reader
 
@@ -235,7 +235,7 @@ def test_analysis_filters_select_the_right_runs_and_log_the_report(tracking_uri)
         ({"models": ["m1", "m2"], "filter": "tags.seed = '1'", "lora_ranks": [8]}, {"m1", "m2"}, {1}, {"8"}, 8),
     ]
     for fields, models, seeds, ranks, n_evaluate in cases:
-        run_id = jobs.run_analysis(AnalysisConfig(tracking_uri=tracking_uri, **fields), experiment_id=experiment)
+        run_id = analysis_run.run_analysis(AnalysisConfig(tracking_uri=tracking_uri, **fields), experiment_id=experiment)
         tidy = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="tidy.parquet"))
         assert set(tidy["model"]) == models and set(tidy["seed"]) == seeds and set(tidy["lora_r"]) == ranks, fields
         metrics = reader.get_run(tracking_uri, run_id).data.metrics
@@ -248,7 +248,7 @@ def test_analysis_filters_select_the_right_runs_and_log_the_report(tracking_uri)
     assert {"tables/regime_summary.csv", "tables/significance.csv"} <= tables
     significance = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="tables/significance.csv"))
     assert significance.set_index("regime").loc["All transfer", "sig_win_rate_mcnemar"] > 50  # every item right vs 1/4
-    assert jobs.run_analysis(AnalysisConfig(tracking_uri=tracking_uri, **cases[-1][0]), experiment_id=experiment) == run_id
+    assert analysis_run.run_analysis(AnalysisConfig(tracking_uri=tracking_uri, **cases[-1][0]), experiment_id=experiment) == run_id
 
 
 def test_selection_filter_puts_single_values_in_mlflow_and_lists_in_pandas():

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfergrid import runkeys
+from transfergrid import analysis_run, runkeys
 from transfergrid.config import (
     AnalysisConfig,
     BaselineConfig,
@@ -371,92 +371,6 @@ def _finetune_run(study: Study, run_id: str):
     return run
 
 
-def _analysis_inputs(uri: str, experiment_id: str, cfg: AnalysisConfig):
-    """The tidy table of FINISHED runs and the analysis run key (a hash of the runs it reads)."""
-    import analysis
-
-    selection = _analysis_selection(cfg)
-    results = reader.load_results(uri, [experiment_id], cfg.filter, selection=selection)
-    if results.empty:
-        raise ValueError(
-            f"no FINISHED evaluate runs with a FINISHED baseline in experiment {experiment_id} ({_selection_text(cfg)})"
-        )
-    tidy = analysis.make_tidy(results)
-    runs = sorted(set(tidy["evaluate_run_id"]) | set(tidy["baseline_run_id"]))
-    payload = {"runs": runs, "filter": cfg.filter, "selection": {k: sorted(map(str, v)) for k, v in selection.items()},
-               "significance": cfg.significance, "report": 2, "schema": names.SCHEMA_VERSION}
-    return tidy, runs, runkeys.run_key("analysis", payload)
-
-
-def _analysis_selection(cfg: AnalysisConfig) -> dict[str, list]:
-    """Tag -> allowed values of the evaluate runs (issue 4 item 7); empty lists select everything."""
-    return {names.MODEL: cfg.models, names.BENCHMARK_SUITE: cfg.suites, names.SEED: cfg.seeds,
-            names.RECIPE: cfg.recipes, names.LORA_R: cfg.lora_ranks}
-
-
-def _selection_text(cfg: AnalysisConfig) -> str:
-    """How the runs were selected, for the report header and messages."""
-    parts = [f"{tag} in {sorted(map(str, values))}" for tag, values in _analysis_selection(cfg).items() if values]
-    parts += [f"filter {cfg.filter!r}"] if cfg.filter.strip() else []
-    return "; ".join(parts) or "all FINISHED runs"
-
-
-def run_analysis(
-    cfg: AnalysisConfig, *, experiment_id: str | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
-) -> str:
-    """Read FINISHED baseline/evaluate runs back and log the full report (issue 4) as the analysis run's artifacts.
-
-    Artifacts: `report.html`, `tidy.parquet`, `tables/*.csv`, `figures/*.png` (`transfergrid.report`);
-    metrics: `headline_metrics`; tags: the top donor and recipient languages.
-    """
-    from transfergrid import report
-
-    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
-    if experiment_id is None:
-        experiment_id = (
-            reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id else writer.ensure_experiment(uri, cfg.experiment)
-        )
-    tidy, runs, key = _analysis_inputs(uri, experiment_id, cfg)
-    if done := reader.find_finished(uri, experiment_id, key):
-        logger.info("analysis of these %d runs already FINISHED as run %s: skipped", len(runs), done)
-        if launcher_run_id:
-            writer.mark_reused(uri, launcher_run_id, done)
-        return done
-    n_evaluate = tidy["evaluate_run_id"].nunique()
-    significance = cfg.significance if cfg.significance is not None else n_evaluate <= report.SMALL_STORE_RUNS
-    logger.info("analysis uses %d runs (%d evaluate), %d per-seed rows, selection: %s; significance %s",
-                len(runs), n_evaluate, len(tidy), _selection_text(cfg), "on" if significance else "off")
-    with writer.open_run(
-        uri, experiment_id, kind="analysis", tags={names.RUN_KEY: key}, run_name="analysis",
-        parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
-    ) as run, tempfile.TemporaryDirectory() as tmp:
-        run.log_config(to_dict(cfg))
-        predictions = reader.load_predictions(uri, runs, Path(tmp) / "predictions") if significance else None
-        options = report.options_for(tidy, significance=significance, filter_text=_selection_text(cfg))
-        summary = report.build_report(tidy, Path(tmp) / "report", options=options, predictions=predictions)
-        run.log_dir(summary.out_dir, None)
-        run.set_tags(summary.findings)
-        run.log_metrics(headline_metrics(summary))
-        logger.info("analysis used %(n_runs)d runs, %(n_cells)d cells, %(n_models)d models, %(n_seeds)d seeds",
-                    summary.counts)
-        return run.run_id
-
-
-def headline_metrics(summary) -> dict[str, float]:
-    """Headline metrics of a `report.ReportSummary`: counts plus the findings of each analysis.
-
-    Names: `n_runs, n_cells, n_models, n_seeds, n_rows`; `regime/<mt_ml|mt_cl|ct_ml|ct_cl|all_transfer>/
-    <n|mean_delta|median_delta|win_rate|harm_rate>`; `roles/top_donor_score`, `roles/top_recipient_score`,
-    `roles/curated_vs_translated_rho`; `pareto/tradeoff_share`; `variance/<nested|crossed>/share_<model|source|
-    target|residual>`; `consistency/<model|family|size>/<regime>/median`; `typology/<distance>/spearman_rho`;
-    `baseline_gain/slope`; `latent/pc1_explained`; `significance/all_transfer/sig_<win|harm>_rate_<mcnemar|ci>`;
-    `planted/recovered_share`, `planted/pair_transfer_rho` (synthetic suite). Absent when the analysis was skipped.
-    """
-    metrics = {name: float(value) for name, value in summary.counts.items()}
-    metrics.update({name: float(value) for name, value in summary.headline.items()})
-    return metrics
-
-
 @dataclass(frozen=True)
 class PlannedJob:
     """One job of a study: its kind, source cell (None for the baseline) and run key."""
@@ -519,7 +433,7 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[Pla
         for job in tqdm(plan, desc="study jobs", unit="job"):
             finetune_ids |= _run_job(study, cfg, job, finetune_ids, grid.run_id)
         grid.log_metrics({"jobs_total": len(plan), "jobs_run": len(pending)})
-        run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
+        analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
     return plan
 
 
@@ -537,7 +451,7 @@ def _run_job(study: Study, cfg: MainConfig, job: PlannedJob, finetune_ids: dict,
 
 def _analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
     try:
-        _, _, key = _analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
+        _, _, key = analysis_run.analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
     except ValueError:
         return False
     return reader.find_finished(study.tracking_uri, study.experiment_id, key) is not None

@@ -12,7 +12,7 @@ SPEC 2, 3 and per-cell significance) on a validated tidy table and writes::
 An analysis that does not apply to the data (no ablation runs, one model for MixedLM, no
 distances...) is skipped and its section states why. Suite-specific knowledge (language families,
 construction types, curated task, task order, distances, planted truth) comes from `ReportOptions`;
-`suite_options(name)` picks it per benchmark suite. No MLflow here: `jobs.run_analysis` logs the files.
+`suite_options(name)` picks it per benchmark suite. No MLflow here: `analysis_run.run_analysis` logs the files.
 """
 
 from __future__ import annotations
