@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from transfergrid.grid import HARM_THRESHOLD_PP
+from transfergrid.grid import HARM_THRESHOLD_PP, size_bucket  # noqa: F401 (re-exported)
 
 SOURCE = ["source_task", "source_language"]
 TARGET = ["target_task", "target_language"]
@@ -40,15 +40,6 @@ def delta_stats(delta: pd.Series | np.ndarray) -> dict[str, float]:
         "win_rate": 100.0 * float((values > 0).mean()),
         "harm_rate": 100.0 * float((values <= HARM_THRESHOLD_PP).mean()),
     }
-
-
-def size_bucket(size_b: float) -> str:
-    """S (<= 1.5B), M (< 7B) or L (>= 7B), as SPEC 1.4; '?' for an unknown size."""
-    if size_b is None or not np.isfinite(size_b):
-        return "?"
-    if size_b <= 1.5:
-        return "S"
-    return "M" if size_b < 7 else "L"
 
 
 def rank_label(value) -> str:

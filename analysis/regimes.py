@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from transfergrid.grid import HARM_THRESHOLD_PP, REGIMES, TRANSFER_REGIMES
+from analysis._common import delta_stats
+from transfergrid.grid import REGIMES, TRANSFER_REGIMES
 
 ALL_TRANSFER = "All transfer"
-
-
-def _stats(delta: pd.Series) -> dict[str, float]:
-    n = int(delta.size)
-    return {
-        "n": n,
-        "mean_delta": float(delta.mean()) if n else float("nan"),
-        "median_delta": float(delta.median()) if n else float("nan"),
-        "win_rate": 100.0 * float((delta > 0).mean()) if n else float("nan"),
-        "harm_rate": 100.0 * float((delta <= HARM_THRESHOLD_PP).mean()) if n else float("nan"),
-    }
 
 
 def regime_summary(frame: pd.DataFrame, *, delta: str = "delta") -> pd.DataFrame:
@@ -30,7 +20,7 @@ def regime_summary(frame: pd.DataFrame, *, delta: str = "delta") -> pd.DataFrame
         frame: tidy rows with `regime` and a Δ column in percentage points.
         delta: name of the Δ column.
     """
-    rows = [{"regime": name, **_stats(frame.loc[frame["regime"] == name, delta])} for name in REGIMES]
+    rows = [{"regime": name, **delta_stats(frame.loc[frame["regime"] == name, delta])} for name in REGIMES]
     transfer = frame.loc[frame["regime"].isin(TRANSFER_REGIMES), delta]
-    rows.append({"regime": ALL_TRANSFER, **_stats(transfer)})
+    rows.append({"regime": ALL_TRANSFER, **delta_stats(transfer)})
     return pd.DataFrame(rows)

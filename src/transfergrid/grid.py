@@ -46,6 +46,15 @@ def regime(source: Cell, target: Cell) -> str:
     return "CT-ML" if same_language else "CT-CL"
 
 
+def size_bucket(size_b: float | None) -> str:
+    """S (<= 1.5B), M (< 7B) or L (>= 7B), as SPEC 1.4; '?' for an unknown size."""
+    if size_b is None or size_b != size_b:  # size_b != size_b: NaN
+        return "?"
+    if size_b <= 1.5:
+        return "S"
+    return "M" if size_b < 7 else "L"
+
+
 def suggest(value: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' hint for an unknown name, or '' when nothing is close."""
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)

@@ -38,7 +38,7 @@ import pandas as pd
 
 from transfergrid import runkeys
 from transfergrid.config import ImportConfig
-from transfergrid.grid import Cell, regime
+from transfergrid.grid import Cell
 from transfergrid.models import infer_size_b, resolve_model
 from transfergrid.tracking import names, reader, writer
 
@@ -388,19 +388,11 @@ def build_runs(base: pd.DataFrame, ft: pd.DataFrame, cfg: ImportConfig) -> list[
                                            "lora_r": cfg.lora_r, "rows": _content(col, idx, ["acc", "score", "delta"])})
         metrics = _cell_metrics(col, idx, True)
         targets = zip(col["target_task"][idx], col["target_language"][idx], col["delta"][idx].astype(float))
-        metrics.update(_transfer_means(source, {Cell(t, lang): {names.DELTA: d} for t, lang, d in targets}))
+        metrics.update(names.transfer_metrics(source, {Cell(t, lang): d for t, lang, d in targets}))
         tags = {**_identity(col, idx), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
                 names.SOURCE_TASK: task, names.SOURCE_LANGUAGE: language, names.BASELINE_RUN_ID: baseline}
         runs.append(ImportedRun("evaluate", model, seed, source, metrics, key, tags))
     return runs
-
-
-def _transfer_means(source: Cell, deltas: dict[Cell, dict[str, float]]) -> dict[str, float]:
-    """`transfer/<regime>` means, as `jobs.transfer_means` logs them on our own evaluate runs."""
-    groups: dict[str, list[float]] = {}
-    for cell, values in deltas.items():
-        groups.setdefault(regime(source, cell), []).append(values[names.DELTA])
-    return {names.REGIME_METRIC[r]: sum(v) / len(v) for r, v in groups.items()}
 
 
 def read_input(cfg: ImportConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -24,7 +24,7 @@ from transfergrid.config import (
     to_dict,
 )
 from transfergrid.data import Suite, get_suite, suite_cells
-from transfergrid.grid import Cell, check_choice, regime
+from transfergrid.grid import Cell, check_choice
 from transfergrid.models import ModelSpec, load_model, resolve_model
 from transfergrid.tracking import names, reader, writer
 
@@ -265,7 +265,7 @@ def run_evaluate_many(
     if todo:
         baseline_cfg = _subconfig(BaselineConfig, cfg)
         baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent)
-        base_scores = _cell_scores(reader.get_run(study.tracking_uri, baseline_id).data.metrics)
+        base_scores = names.cell_values(reader.get_run(study.tracking_uri, baseline_id).data.metrics, "score")
         model, tokenizer = study.base_model(cfg.device)
         with AdapterHost(model) as host:
             for ft_run, key in todo:
@@ -297,7 +297,7 @@ def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, bas
         for cell, values in result.metrics.items():
             values[names.DELTA] = 100.0 * (values["score"] - base_scores[cell])
         _log_evaluation(run, result)
-        run.log_metrics(transfer_means(source, result.metrics))
+        run.log_metrics(names.transfer_metrics(source, {cell: v[names.DELTA] for cell, v in result.metrics.items()}))
         return run.run_id
 
 
@@ -314,23 +314,6 @@ def _evaluate_adapter(study: Study, cfg: EvalConfig, host, adapter_dir: Path, la
     )
     result.swap_seconds = host.swap_seconds - swapped
     return result
-
-
-def _cell_scores(metrics: dict[str, float]) -> dict[Cell, float]:
-    out = {}
-    for key, value in metrics.items():
-        parsed = names.parse_cell_metric(key)
-        if parsed and parsed[0] == "score":
-            out[parsed[1]] = value
-    return out
-
-
-def transfer_means(source: Cell, metrics: dict[Cell, dict[str, float]]) -> dict[str, float]:
-    """Mean Δ per regime over the evaluated targets: `transfer/mt_ml`, `transfer/mt_cl`, ..."""
-    groups: dict[str, list[float]] = {}
-    for cell, values in metrics.items():
-        groups.setdefault(regime(source, cell), []).append(values[names.DELTA])
-    return {names.REGIME_METRIC[r]: sum(v) / len(v) for r, v in groups.items()}
 
 
 def _finetune_runs(study: Study, cfg: EvaluateConfig) -> list:

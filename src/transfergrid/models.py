@@ -33,10 +33,10 @@ class ModelSpec:
 
     @property
     def size_bucket(self) -> str:
-        """S (<= 1.5B), M (< 7B) or L (>= 7B), as SPEC 1.4."""
-        if self.size_b <= 1.5:
-            return "S"
-        return "M" if self.size_b < 7 else "L"
+        """S (<= 1.5B), M (< 7B) or L (>= 7B), as SPEC 1.4; '?' for an unknown size."""
+        from transfergrid.grid import size_bucket
+
+        return size_bucket(self.size_b)
 
 
 def builtin_models() -> dict[str, ModelSpec]:

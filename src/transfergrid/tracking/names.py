@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from transfergrid.grid import Cell
+from typing import Mapping
+
+from transfergrid.grid import Cell, regime
 
 SCHEMA_VERSION = "1"
 DEFAULT_EXPERIMENT = "transfergrid"
@@ -52,3 +54,29 @@ def parse_cell_metric(key: str) -> tuple[str, Cell] | None:
     if len(parts) != 3 or parts[0] not in CELL_METRICS + (DELTA,):
         return None
     return parts[0], Cell(parts[1], parts[2])
+
+
+def cell_values(metrics: Mapping[str, float], family: str, prefix: str = "") -> dict[Cell, float]:
+    """Cell -> value of one metric family (`score`, `acc`, `delta`, ...) from a run's metrics.
+
+    Args:
+        metrics: metric name -> value; names may carry `prefix` (e.g. `metrics.` in a search frame).
+        family: the metric family to keep.
+        prefix: stripped from each name before parsing; names without it are ignored.
+    """
+    out = {}
+    for key, value in metrics.items():
+        if not key.startswith(prefix) or value is None or value != value:  # value != value: NaN
+            continue
+        parsed = parse_cell_metric(key[len(prefix):])
+        if parsed and parsed[0] == family:
+            out[parsed[1]] = float(value)
+    return out
+
+
+def transfer_metrics(source: Cell, deltas: Mapping[Cell, float]) -> dict[str, float]:
+    """Mean Δ per regime over the evaluated targets: `transfer/mt_ml`, `transfer/mt_cl`, ..."""
+    groups: dict[str, list[float]] = {}
+    for cell, delta in deltas.items():
+        groups.setdefault(regime(source, cell), []).append(delta)
+    return {REGIME_METRIC[r]: sum(v) / len(v) for r, v in groups.items()}

@@ -8,7 +8,6 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from transfergrid.grid import Cell
 from transfergrid.tracking import names
 
 logger = logging.getLogger(__name__)
@@ -126,17 +125,6 @@ def _finished_runs(tracking_uri: str, experiment_ids: list[str], kind: str, extr
     return frame.drop_duplicates(subset=[f"tags.{names.RUN_KEY}"], keep="first")
 
 
-def _cell_values(row: pd.Series, metric: str) -> dict[Cell, float]:
-    out = {}
-    for column, value in row.items():
-        if not column.startswith("metrics.") or pd.isna(value):
-            continue
-        parsed = names.parse_cell_metric(column[len("metrics.") :])
-        if parsed and parsed[0] == metric:
-            out[parsed[1]] = float(value)
-    return out
-
-
 def _quote(value) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
@@ -209,8 +197,8 @@ def load_results(
             logger.warning("evaluate run %s: baseline run %s is not FINISHED here; skipped", run["run_id"], baseline_id)
             continue
         base = baselines.loc[baseline_id]
-        ft_score, base_score = _cell_values(run, "score"), _cell_values(base, "score")
-        ft_acc, base_acc = _cell_values(run, "acc"), _cell_values(base, "acc")
+        ft_score, base_score = names.cell_values(run, "score", "metrics."), names.cell_values(base, "score", "metrics.")
+        ft_acc, base_acc = names.cell_values(run, "acc", "metrics."), names.cell_values(base, "acc", "metrics.")
         for cell, score in sorted(ft_score.items()):
             rows.append(
                 {
