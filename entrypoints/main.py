@@ -1,4 +1,4 @@
-"""`main` (the default entry point): the whole study on one model and suite.
+"""`main` (the default entry point): the whole study on a suite, for one model or the suite's default models.
 
 Baseline, every source cell's fine-tune and evaluation, then the analysis; anything already
 FINISHED with the same run key is skipped, so rerunning after a crash redoes only what is missing.
@@ -21,8 +21,7 @@ def main(argv: list[str] | None = None) -> list[jobs.PlannedJob]:
     with cli.user_errors():
         plan = jobs.run_main(cfg, launcher_run_id=launcher_run_id())
     if cfg.dry_run:
-        print(f"model: {cfg.model}\nsuite: {cfg.suite}\n{len(plan)} planned jobs:")
-        print("\n".join(f"  {job}" for job in plan))
+        print(jobs.describe_plan(cfg, plan))
     return plan
 
 

@@ -16,6 +16,7 @@ ENTRY_CONFIGS = {
     "evaluate": config.EvaluateConfig,
     "analysis": config.AnalysisConfig,
     "import_results": config.ImportConfig,
+    "prefetch": config.StudyConfig,
 }
 
 

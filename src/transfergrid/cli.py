@@ -33,11 +33,20 @@ def load_entry_config(cls: type, argv: Sequence[str] | None):
     try:
         cfg = load_config(cls, argv)
         if hasattr(cfg, "model"):
-            cfg = load_config(cls, argv, overrides=resolve_model(cfg.model).train_overrides)
+            cfg = load_config(cls, argv, overrides=_recipe_overrides(cfg))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
+
+
+def _recipe_overrides(cfg) -> dict:
+    """The model's recommended recipe; with no --model, the one every default model of the suite shares."""
+    from transfergrid.data import get_suite
+
+    ids = [cfg.model] if cfg.model else get_suite(cfg.suite).models
+    overrides = [resolve_model(i, registry_file=cfg.model_registry or None).train_overrides for i in ids]
+    return overrides[0] if overrides and all(o == overrides[0] for o in overrides) else {}
 
 
 @contextlib.contextmanager
@@ -47,9 +56,11 @@ def user_errors():
     Validation runs before any model is loaded; if a run was already open, it ended FAILED with the
     full traceback in its `error.txt` artifact.
     """
+    from transfergrid.hub import HubUnavailable
+
     try:
         yield
-    except ValueError as error:
+    except (ValueError, HubUnavailable) as error:
         logging.getLogger(__name__).debug("user error", exc_info=True)
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

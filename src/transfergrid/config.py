@@ -68,38 +68,61 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
+PROTOCOLS = ("loglikelihood", "cot")
+DEFAULT_COT_PROMPT = (
+    "Think step by step, then give your final answer on the last line as 'Answer: X', "
+    "where X is the letter of the correct option."
+)
+
+
 @dataclass
 class EvalConfig:
-    """Scoring options (SPEC 1.6)."""
+    """Scoring options (SPEC 1.6) and the chain-of-thought protocol (SPEC 2)."""
 
     eval_batch_size: int = 32
-    chat_template: bool = False
-    limit: int | None = None  # items per target cell (None: all)
+    chat_template: bool | None = None  # None: the suite's default (paper: on, as lm-eval --apply_chat_template)
+    protocol: str = "loglikelihood"  # loglikelihood (lm-eval multiple_choice) | cot (generate, extract the letter)
+    cot_prompt: str = DEFAULT_COT_PROMPT  # appended after the lettered options in the cot protocol
+    cot_max_new_tokens: int = 256
 
     def __post_init__(self) -> None:
         if self.eval_batch_size <= 0:
             raise ValueError(f"eval_batch_size must be > 0, got {self.eval_batch_size}")
-        if self.limit is not None and self.limit <= 0:
-            raise ValueError(f"limit must be > 0 items per cell, got {self.limit}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}{suggest(self.protocol, PROTOCOLS)}; valid protocols: {', '.join(PROTOCOLS)}")
+        if self.cot_max_new_tokens <= 0:
+            raise ValueError(f"cot_max_new_tokens must be > 0, got {self.cot_max_new_tokens}")
 
 
 @dataclass
 class StudyConfig:
     """What every entry point shares: the model, the grid and where runs are recorded."""
 
-    model: str = "builtin:tiny-llama"
-    suite: str = "synthetic"
+    model: str = ""  # empty: the suite's default model(s): builtin:tiny-llama for synthetic, the nine for paper
+    model_family: str = ""  # override the registry / inferred family label
+    model_size_b: float | None = None  # override the registry / inferred size (billions)
+    model_registry: str = ""  # extra model registry YAML (same schema as src/transfergrid/model_registry.yaml)
+    suite: str = "synthetic"  # synthetic, paper, or a path to a suite YAML
     tasks: list[str] = field(default_factory=list)  # empty: every task of the suite
     languages: list[str] = field(default_factory=list)  # empty: every language
+    limit: int | None = None  # items per cell for quick runs: first N of each test cell and of each train pool
     seed: int = 42
     experiment: str = "transfergrid"
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
     device: str | None = None  # None: cuda if available, else cpu
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be > 0 items per cell, got {self.limit}")
+
 
 @dataclass
 class BaselineConfig(StudyConfig, EvalConfig):
     """`baseline`: zero-shot evaluation of the base model on every selected cell."""
+
+    def __post_init__(self) -> None:
+        StudyConfig.__post_init__(self)
+        EvalConfig.__post_init__(self)
 
 
 @dataclass
@@ -109,6 +132,7 @@ class FinetuneConfig(StudyConfig, LoraConfig, TrainConfig):
     source: str = ""  # task.language; empty: the first cell of the selected grid
 
     def __post_init__(self) -> None:
+        StudyConfig.__post_init__(self)
         LoraConfig.__post_init__(self)
         TrainConfig.__post_init__(self)
         if self.source:
@@ -124,6 +148,7 @@ class EvaluateConfig(StudyConfig, EvalConfig):
     finetune_filter: str = ""  # MLflow filter over FINISHED finetune runs of this model and seed
 
     def __post_init__(self) -> None:
+        StudyConfig.__post_init__(self)
         EvalConfig.__post_init__(self)
         if self.finetune_filter and (self.finetune_run_id or self.finetune_run_ids):
             raise ValueError("give finetune_filter or finetune_run_id(s), not both")
@@ -137,6 +162,7 @@ class MainConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig):
     dry_run: bool = False
 
     def __post_init__(self) -> None:
+        StudyConfig.__post_init__(self)
         LoraConfig.__post_init__(self)
         TrainConfig.__post_init__(self)
         EvalConfig.__post_init__(self)

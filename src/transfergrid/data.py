@@ -107,6 +107,8 @@ class Suite(Protocol):
     version: str
     tasks: dict[str, TaskSpec]
     language_families: dict[str, str]
+    models: list[str]  # the suite's default models (`main` runs them all when no --model is given)
+    chat_template: bool  # whether evaluation applies the chat template by default (SPEC 1.6)
 
     def items(self, cell: Cell, split: Split) -> list[Item]:
         """Items of `cell` in `split` (`train`, `validation` or `test`)."""
@@ -134,13 +136,19 @@ def split_train_validation(items: Sequence[Item], fraction: float = 0.1, seed: i
 
 
 def get_suite(name: str) -> Suite:
-    """Look up a benchmark suite by name.
+    """Look up a benchmark suite: `synthetic`, a built-in YAML suite (`paper`), or a path to a suite YAML.
 
     Raises:
-        ValueError: unknown suite name (the message lists the valid ones).
+        ValueError: unknown suite name (the message lists the valid ones), or an invalid suite file.
     """
-    from transfergrid import synthetic
+    from pathlib import Path
 
-    suites = {"synthetic": synthetic.load_suite}
-    check_choice("benchmark suite", name, list(suites))
-    return suites[name]()
+    from transfergrid import synthetic, yaml_suite
+
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        return yaml_suite.load_suite_file(name)
+    builtin = yaml_suite.builtin_suites()
+    check_choice("benchmark suite (or a path to a suite .yaml)", name, ["synthetic", *builtin])
+    if name == "synthetic":
+        return synthetic.load_suite()
+    return yaml_suite.load_suite_file(yaml_suite.BUILTIN_DIR / f"{name}.yaml")

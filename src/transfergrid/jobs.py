@@ -25,7 +25,7 @@ from transfergrid.config import (
 )
 from transfergrid.data import Suite, get_suite, suite_cells
 from transfergrid.grid import Cell, check_choice
-from transfergrid.models import ModelSpec, load_model, resolve_model
+from transfergrid.models import ModelSpec, is_hub_model, load_model, resolve_model
 from transfergrid.tracking import names, reader, writer
 
 logger = logging.getLogger(__name__)
@@ -49,14 +49,40 @@ class Study:
         return self.models[self.model.id]
 
 
-def open_study(cfg: StudyConfig, launcher_run_id: str | None = None) -> Study:
+def study_models(cfg: StudyConfig, suite: Suite) -> list[str]:
+    """The models a command runs: `--model`, or the suite's default models when it is empty."""
+    return [cfg.model] if cfg.model else list(suite.models)
+
+
+def open_study(cfg: StudyConfig, launcher_run_id: str | None = None, *, check_hub: bool = True) -> Study:
     """Validate the suite, grid selection and model, and resolve the experiment, before any heavy work.
 
-    When launched by `mlflow run`, the study lives in the experiment MLflow put the launcher run in.
+    Suite defaults are resolved into `cfg` (an empty `model` becomes the suite's single default model,
+    an unset `chat_template` the suite's choice), so the logged config is the resolved one. With
+    `check_hub`, Hub models and datasets that cannot be had (no network, not cached) fail here, in
+    seconds (`hub.HubUnavailable`). When launched by `mlflow run`, the study lives in the experiment
+    MLflow put the launcher run in.
     """
+    from transfergrid import hub
+
     suite = get_suite(cfg.suite)
     cells = suite_cells(suite, cfg.tasks, cfg.languages)
-    model = resolve_model(cfg.model)
+    models = study_models(cfg, suite)
+    if len(models) != 1:
+        raise ValueError(
+            f"suite {suite.name!r} has {len(models)} default models; choose one with --model: {', '.join(models)}"
+        )
+    cfg.model = models[0]
+    if getattr(cfg, "chat_template", False) is None:
+        cfg.chat_template = suite.chat_template
+    model = resolve_model(cfg.model, registry_file=cfg.model_registry or None, family=cfg.model_family or None,
+                          size_b=cfg.model_size_b)
+    if check_hub:
+        hub.check_available(
+            [(model.id, model.revision)] if is_hub_model(model) else [],
+            suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else [],
+            suite=cfg.suite, model_arg=model.id,
+        )
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
     if launcher_run_id:
         experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
@@ -75,12 +101,15 @@ def _model_payload(model: ModelSpec) -> dict:
 
 def _eval_payload(study: Study, cfg: EvalConfig) -> dict:
     # Batch size and device change speed, not scores: they stay out of the key.
-    return {
+    payload = {
         "targets": [str(c) for c in study.cells],
         "chat_template": cfg.chat_template,
         "limit": cfg.limit,
         **_data_version(study.suite, {c.task for c in study.cells}),
     }
+    if cfg.protocol != "loglikelihood":  # the original protocol keeps its keys (runs recorded before CoT existed)
+        payload |= {"protocol": cfg.protocol, "cot_prompt": cfg.cot_prompt, "cot_max_new_tokens": cfg.cot_max_new_tokens}
+    return payload
 
 
 def baseline_key(study: Study, cfg: BaselineConfig) -> str:
@@ -91,6 +120,8 @@ def baseline_key(study: Study, cfg: BaselineConfig) -> str:
 def finetune_key(study: Study, cfg: FinetuneConfig, source: Cell) -> str:
     """Run key of one fine-tune: model, source cell and its data version, recipe, seed."""
     recipe = {k: v for k, v in to_dict(cfg).items() if k in _RECIPE_FIELDS}
+    if cfg.limit is not None:
+        recipe["limit"] = cfg.limit
     return runkeys.run_key(
         "finetune",
         {**_model_payload(study.model), "source": str(source), "seed": cfg.seed, **recipe, **_data_version(study.suite, {source.task})},
@@ -136,9 +167,7 @@ def run_baseline(
     key = baseline_key(study, cfg)
     if done := _reuse(study, key, "baseline", launcher_run_id):
         return done
-    from transfergrid.evaluation import evaluate_cells
-
-    tags = {**_identity_tags(study, cfg, key), names.RECIPE: "none"}
+    tags = {**_identity_tags(study, cfg, key), names.RECIPE: "none", names.EVAL_PROTOCOL: cfg.protocol}
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="baseline", tags=tags,
         run_name=f"baseline {study.model.id} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
@@ -146,12 +175,26 @@ def run_baseline(
         run.log_config(to_dict(cfg))
         run.log_params(_params(cfg))
         model, tokenizer = study.base_model(cfg.device)
-        result = evaluate_cells(
-            model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
-            chat_template=cfg.chat_template, limit=cfg.limit, progress=f"baseline {study.model.id}",
-        )
+        result = _score(study, cfg, model, tokenizer, progress=f"baseline {study.model.id}")
         _log_evaluation(run, result)
         return run.run_id
+
+
+def _score(study: Study, cfg: EvalConfig, model, tokenizer, progress: str):
+    """Evaluate `model` on the study's cells with the configured protocol (log-likelihood or CoT)."""
+    if cfg.protocol == "cot":
+        from transfergrid.cot import generate_cells
+
+        return generate_cells(
+            model, tokenizer, study.suite, study.cells, cot_prompt=cfg.cot_prompt, max_new_tokens=cfg.cot_max_new_tokens,
+            batch_size=cfg.eval_batch_size, chat_template=cfg.chat_template, limit=cfg.limit, progress=progress,
+        )
+    from transfergrid.evaluation import evaluate_cells
+
+    return evaluate_cells(
+        model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
+        chat_template=cfg.chat_template, limit=cfg.limit, progress=progress,
+    )
 
 
 def _params(cfg) -> dict:
@@ -199,7 +242,8 @@ def run_finetune(
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ft-") as tmp:
         run.log_config(to_dict(cfg))
         run.log_params(_params(cfg))
-        train_items, validation_items = study.suite.items(source, "train"), study.suite.items(source, "validation")
+        train_items = study.suite.items(source, "train")[: cfg.limit]
+        validation_items = study.suite.items(source, "validation")[: cfg.limit]
         model, tokenizer = load_model(study.model, cfg.device)  # fresh copy: LoRA wraps it in place
         result = train_adapter(
             model, tokenizer, train_items, validation_items, study.suite.tasks[source.task].train_format,
@@ -285,6 +329,7 @@ def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, bas
         **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
         names.LORA_R: ft_run.data.tags.get(names.LORA_R), names.SOURCE_TASK: source.task,
         names.SOURCE_LANGUAGE: source.language, names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
+        names.EVAL_PROTOCOL: cfg.protocol,
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="evaluate", tags=tags,
@@ -303,15 +348,10 @@ def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, bas
 
 def _evaluate_adapter(study: Study, cfg: EvalConfig, host, adapter_dir: Path, label: str):
     """Activate an adapter on the shared base model (`host`, an `AdapterHost`) and evaluate it."""
-    from transfergrid.evaluation import evaluate_cells
-
     swapped = host.swap_seconds
     peft_model = host.activate(adapter_dir)
     _, tokenizer = study.base_model(getattr(cfg, "device", None))
-    result = evaluate_cells(
-        peft_model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
-        chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
-    )
+    result = _score(study, cfg, peft_model, tokenizer, progress=label)
     result.swap_seconds = host.swap_seconds - swapped
     return result
 
@@ -356,14 +396,15 @@ def _finetune_run(study: Study, run_id: str):
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """One job of a study: its kind, source cell (None for the baseline) and run key."""
+    """One job of a study: its kind, source cell (None for the baseline), run key and model."""
 
     kind: str
     source: Cell | None
     key: str
+    model: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind:<9} {self.source or '(base model)'}  run_key={self.key}"
+        return f"{self.kind:<9} {self.model}  {self.source or '(base model)'}  run_key={self.key}"
 
 
 def _subconfig(cls, cfg, **extra):
@@ -373,26 +414,39 @@ def _subconfig(cls, cfg, **extra):
 def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     """Every job of the study with its run key, computed before any work (all keys are content hashes)."""
     sources = [Cell.parse(text) for text in cfg.sources] or study.cells
-    plan = [PlannedJob("baseline", None, baseline_key(study, _subconfig(BaselineConfig, cfg)))]
+    model = study.model.id
+    plan = [PlannedJob("baseline", None, baseline_key(study, _subconfig(BaselineConfig, cfg)), model)]
     for source in sources:
         ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(source))
         source_cell(study, ft_cfg)  # unknown source task/language fails here, before any work
         ft_key = finetune_key(study, ft_cfg, source)
-        plan += [PlannedJob("finetune", source, ft_key), PlannedJob("evaluate", source, evaluate_key(study, cfg, ft_key))]
+        plan += [PlannedJob("finetune", source, ft_key, model), PlannedJob("evaluate", source, evaluate_key(study, cfg, ft_key), model)]
     return plan
 
 
-def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[PlannedJob]:
+def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool = True) -> list[PlannedJob]:
     """The whole study: baseline, every source's fine-tune and evaluation, then the analysis.
 
-    Jobs whose run key is already FINISHED are skipped; when nothing is left to do, no run is created.
+    Without `--model`, every default model of the suite in turn (the paper's nine), one grid run each
+    (an `mlflow run` launcher run becomes the first model's grid run). Jobs whose run key is already
+    FINISHED are skipped; when nothing is left to do, no run is created.
 
     Returns:
         The plan (for `--dry_run`, nothing else happens).
     """
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
-    study = open_study(cfg, launcher_run_id)
+    models = study_models(cfg, get_suite(cfg.suite))
+    if len(models) > 1:
+        return [
+            job
+            for i, model in enumerate(models)
+            for job in run_main(replace(cfg, model=model), launcher_run_id=launcher_run_id, adopt=i == 0)
+        ]
+    study = open_study(cfg, launcher_run_id, check_hub=not cfg.dry_run)
+    launcher_run_id = launcher_run_id if adopt else None
     plan = plan_study(study, cfg)
     if cfg.dry_run:
         return plan
@@ -418,6 +472,24 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[Pla
         grid.log_metrics({"jobs_total": len(plan), "jobs_run": len(pending)})
         analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
     return plan
+
+
+def describe_plan(cfg: MainConfig, plan: list[PlannedJob]) -> str:
+    """The `--dry_run` report: the target cells (`task.language`), the models, and every planned job."""
+    suite = get_suite(cfg.suite)
+    cells = suite_cells(suite, cfg.tasks, cfg.languages)
+    models = list(dict.fromkeys(job.model for job in plan))
+    lines = [f"suite: {suite.name} (version {suite.version})", f"{len(cells)} cells:"]
+    lines += [f"  {cell}" for cell in cells]
+    lines.append(f"{len(models)} models:")
+    for model_id in models:
+        spec = resolve_model(model_id, registry_file=cfg.model_registry or None, family=cfg.model_family or None,
+                             size_b=cfg.model_size_b)
+        lines.append(f"  {spec.id:<36} family={spec.family:<10} size_b={spec.size_b:g} bucket={spec.size_bucket}")
+    counts = {kind: sum(job.kind == kind for job in plan) for kind in ("baseline", "finetune", "evaluate")}
+    lines.append(f"{len(plan)} planned jobs ({', '.join(f'{n} {k}' for k, n in counts.items())}), seed {cfg.seed}:")
+    lines += [f"  {job}" for job in plan]
+    return "\n".join(lines)
 
 
 def _run_job(study: Study, cfg: MainConfig, job: PlannedJob, finetune_ids: dict, parent: str) -> dict:

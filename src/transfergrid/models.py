@@ -61,21 +61,68 @@ def infer_size_b(model_id: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def resolve_model(model_id: str) -> ModelSpec:
-    """Registry entry for `model_id`: a built-in name, or any Hugging Face id / local path.
+REGISTRY_FILE = Path(__file__).parent / "model_registry.yaml"
+
+
+def registry(extra: str | Path | None = None) -> dict[str, ModelSpec]:
+    """The model registry (SPEC 1.4) plus the entries of an optional extra YAML file (same schema)."""
+    import yaml
+
+    entries: dict[str, ModelSpec] = {}
+    for path in [REGISTRY_FILE, *([Path(extra)] if extra else [])]:
+        if not path.is_file():
+            raise ValueError(f"model registry file not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for entry in data.get("models") or []:
+            unknown = set(entry) - {"id", "family", "size_b", "revision"}
+            if "id" not in entry or unknown:
+                raise ValueError(f"{path}: each model needs `id` and may have family, size_b, revision; got {entry}")
+            model_id = str(entry["id"])
+            size = entry.get("size_b", infer_size_b(model_id))
+            entries[model_id] = ModelSpec(
+                id=model_id, family=str(entry.get("family") or _infer_family(model_id)),
+                size_b=float(size) if size is not None else float("nan"), revision=str(entry.get("revision") or "main"),
+            )
+    return entries
+
+
+def _infer_family(model_id: str) -> str:
+    return model_id.split("/")[-1].split("-")[0] if "/" in model_id else Path(model_id).name
+
+
+def resolve_model(model_id: str, *, registry_file: str | Path | None = None, family: str | None = None,
+                  size_b: float | None = None) -> ModelSpec:
+    """Registry entry for `model_id`: a built-in name, a registered model, or any Hugging Face id / local path.
+
+    `family` and `size_b`, when given, override the registry or the inference from the name (the first
+    `<number>B` token, SPEC 1.4).
 
     Raises:
-        ValueError: an unknown `builtin:` name.
+        ValueError: an unknown `builtin:` name, or an invalid registry file.
     """
+    from dataclasses import replace
+
     if model_id.startswith(BUILTIN_PREFIX):
         from transfergrid.grid import check_choice
 
         models = builtin_models()
         check_choice("model", model_id, list(models))
-        return models[model_id]
-    size = infer_size_b(model_id)
-    family = model_id.split("/")[-1].split("-")[0] if "/" in model_id else Path(model_id).name
-    return ModelSpec(id=model_id, family=family, size_b=size if size is not None else float("nan"))
+        spec = models[model_id]
+    else:
+        spec = registry(registry_file).get(model_id)
+        if spec is None:
+            size = infer_size_b(model_id)
+            spec = ModelSpec(id=model_id, family=_infer_family(model_id), size_b=size if size is not None else float("nan"))
+    if family:
+        spec = replace(spec, family=family)
+    if size_b is not None:
+        spec = replace(spec, size_b=float(size_b))
+    return spec
+
+
+def is_hub_model(spec: ModelSpec) -> bool:
+    """Whether the model comes from the Hugging Face Hub (not built in, not a local directory)."""
+    return not spec.id.startswith(BUILTIN_PREFIX) and not Path(spec.id).expanduser().exists()
 
 
 def cache_dir() -> Path:
@@ -102,6 +149,10 @@ def load_model(spec: ModelSpec, device: str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # pad = EOS where the tokenizer has none (SPEC 1.5)
-    model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype).to(device)
+    if device.startswith("cuda"):
+        # accelerate places the weights straight onto the one GPU (no full CPU copy first)
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype, device_map={"": device})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype).to(device)
     model.eval()
     return model, tokenizer

@@ -242,6 +242,8 @@ class SyntheticSuite:
         self.name = SUITE_NAME
         self.version = VERSION
         self.language_families = dict(LANGUAGE_FAMILIES)
+        self.models = ["builtin:tiny-llama"]
+        self.chat_template = False
         self.designs = _task_designs()
         self.lexicon = _build_lexicon()
         self.tasks = {

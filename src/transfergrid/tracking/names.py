@@ -28,6 +28,7 @@ FAILURE_REASON = "failure_reason"
 REUSED_RUN_ID = "reused_run_id"
 PARENT_RUN_ID = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"
+EVAL_PROTOCOL = "eval_protocol"  # on baseline/evaluate runs: loglikelihood | cot
 IMPORTED_FROM = "imported_from"  # on runs made by `import_results`: "<file name> sha256:<hash>"
 
 KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")
