@@ -135,3 +135,38 @@ def write_fixture_suite(root: Path, **kwargs) -> Path:
     path = root / "paper-fixture.yaml"
     path.write_text(fixture_suite_yaml(root, **kwargs), encoding="utf-8")
     return path
+
+
+def write_hub_dataset(hub_cache: Path, repo_id: str, revision: str, files: dict[str, list[dict]]) -> None:
+    """A dataset snapshot in the Hugging Face hub cache layout (as `hf download --repo-type dataset` leaves it).
+
+    `files` maps `<config>/<split>` to rows; each config gets a `configs:` entry in the README, as Hub
+    datasets declare them.
+    """
+    from datasets import Dataset
+
+    folder = hub_cache / f"datasets--{repo_id.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+    snapshot = folder / "snapshots" / revision
+    configs: dict[str, list[str]] = {}
+    for key, rows in files.items():
+        config, split = key.split("/")
+        (snapshot / config).mkdir(parents=True, exist_ok=True)
+        Dataset.from_list(rows).to_parquet(str(snapshot / config / f"{split}-00000-of-00001.parquet"))
+        configs.setdefault(config, []).append(split)
+    readme = ["---", "configs:"]
+    for config, splits in configs.items():
+        readme += [f"- config_name: {config}", "  data_files:"]
+        readme += [f"  - split: {split}\n    path: {config}/{split}-*.parquet" for split in splits]
+    (snapshot / "README.md").write_text("\n".join(readme + ["---", ""]))
+
+
+def write_hub_model(hub_cache: Path, repo_id: str, revision: str, model_dir: Path) -> None:
+    """A model snapshot in the hub cache layout, copied from a saved model directory."""
+    import shutil
+
+    folder = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+    shutil.copytree(model_dir, folder / "snapshots" / revision)

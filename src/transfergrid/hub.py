@@ -143,7 +143,8 @@ def cached_snapshot(repo_id: str, revision: str, repo_type: str) -> str | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_files_only=True)
+        return snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_files_only=True,
+                                 cache_dir=hub_cache_dir())
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         return None
 

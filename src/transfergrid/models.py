@@ -139,20 +139,23 @@ def load_model(spec: ModelSpec, device: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path, kwargs = spec.id, {}
     if spec.id.startswith(BUILTIN_PREFIX):
         from transfergrid import tiny_model
 
-        path, revision = str(tiny_model.ensure_built(cache_dir())), None
-    else:
-        path, revision = spec.id, spec.revision
+        path = str(tiny_model.ensure_built(cache_dir()))
+    elif is_hub_model(spec):
+        from transfergrid.hub import hub_cache_dir
+
+        kwargs = {"revision": spec.revision, "cache_dir": str(hub_cache_dir())}
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # pad = EOS where the tokenizer has none (SPEC 1.5)
     if device.startswith("cuda"):
         # accelerate places the weights straight onto the one GPU (no full CPU copy first)
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype, device_map={"": device})
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map={"": device}, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
     model.eval()
     return model, tokenizer
