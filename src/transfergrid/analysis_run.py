@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def analysis_inputs(uri: str, experiment_id: str, cfg: AnalysisConfig):
-    """The tidy table of FINISHED runs and the analysis run key (a hash of the runs it reads)."""
+    """The tidy table of FINISHED runs, their ids, the analysis run key (a hash of the runs it reads), and the CoT gains."""
     import analysis
 
     selection = _analysis_selection(cfg)
@@ -28,10 +28,11 @@ def analysis_inputs(uri: str, experiment_id: str, cfg: AnalysisConfig):
             f"no FINISHED evaluate runs with a FINISHED baseline in experiment {experiment_id} ({_selection_text(cfg)})"
         )
     tidy = analysis.make_tidy(results)
+    cot, cot_runs = reader.load_cot_gains(uri, [experiment_id], selection=selection)
     runs = sorted(set(tidy["evaluate_run_id"]) | set(tidy["baseline_run_id"]))
-    payload = {"runs": runs, "filter": cfg.filter, "selection": {k: sorted(map(str, v)) for k, v in selection.items()},
+    payload = {"runs": runs + [f"cot:{r}" for r in cot_runs], "filter": cfg.filter, "selection": {k: sorted(map(str, v)) for k, v in selection.items()},
                "significance": cfg.significance, "report": 2, "schema": names.SCHEMA_VERSION}
-    return tidy, runs, runkeys.run_key("analysis", payload)
+    return tidy, runs, runkeys.run_key("analysis", payload), cot
 
 
 def _analysis_selection(cfg: AnalysisConfig) -> dict[str, list]:
@@ -62,7 +63,7 @@ def run_analysis(
         experiment_id = (
             reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id else writer.ensure_experiment(uri, cfg.experiment)
         )
-    tidy, runs, key = analysis_inputs(uri, experiment_id, cfg)
+    tidy, runs, key, cot = analysis_inputs(uri, experiment_id, cfg)
     if done := reader.find_finished(uri, experiment_id, key):
         logger.info("analysis of these %d runs already FINISHED as run %s: skipped", len(runs), done)
         if launcher_run_id:
@@ -78,7 +79,8 @@ def run_analysis(
     ) as run, tempfile.TemporaryDirectory() as tmp:
         run.log_config(to_dict(cfg))
         predictions = reader.load_predictions(uri, runs, Path(tmp) / "predictions") if significance else None
-        options = report.options_for(tidy, significance=significance, filter_text=_selection_text(cfg))
+        options = report.options_for(tidy, significance=significance, filter_text=_selection_text(cfg),
+                                     cot=cot if not cot.empty else None)
         summary = report.build_report(tidy, Path(tmp) / "report", options=options, predictions=predictions)
         run.log_dir(summary.out_dir, None)
         run.set_tags(summary.findings)

@@ -506,7 +506,7 @@ def _run_job(study: Study, cfg: MainConfig, job: PlannedJob, finetune_ids: dict,
 
 def _analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
     try:
-        _, _, key = analysis_run.analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
+        _, _, key, _ = analysis_run.analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
     except ValueError:
         return False
     return reader.find_finished(study.tracking_uri, study.experiment_id, key) is not None

@@ -185,7 +185,7 @@ def load_results(
     filter_string = " and ".join(c for c in (extra_filter.strip(), *clauses) if c)
     evaluations = _finished_runs(tracking_uri, experiment_ids, "evaluate", filter_string)
     if not evaluations.empty:
-        evaluations = _select(evaluations, rest)
+        evaluations = _select(_protocol(evaluations, "loglikelihood"), rest)
     if evaluations.empty:
         return pd.DataFrame()
     baselines = _finished_runs(tracking_uri, experiment_ids, "baseline", "")
@@ -222,6 +222,49 @@ def load_results(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _protocol(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Runs of one evaluation protocol (runs without the tag predate CoT: log-likelihood)."""
+    column = f"tags.{names.EVAL_PROTOCOL}"
+    tags = frame[column].fillna("loglikelihood") if column in frame else pd.Series("loglikelihood", index=frame.index)
+    return frame[tags == protocol]
+
+
+def load_cot_gains(
+    tracking_uri: str, experiment_ids: list[str], *, selection: Mapping[str, Sequence] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Chain-of-thought gains of the base models (SPEC 2): CoT baseline score minus plain baseline score.
+
+    Pairs every FINISHED `eval_protocol=cot` baseline with the plain baseline of the same model, seed
+    and suite, then averages over seeds.
+
+    Returns:
+        (frame with columns `model, target_task, target_language, cot_delta` in pp, the run ids used).
+    """
+    columns = ["model", "target_task", "target_language", "cot_delta"]
+    baselines = _finished_runs(tracking_uri, experiment_ids, "baseline", "")
+    if baselines.empty:
+        return pd.DataFrame(columns=columns), []
+    _, rest = selection_filter({k: v for k, v in (selection or {}).items() if k in (names.MODEL, names.SEED, names.BENCHMARK_SUITE)})
+    baselines = _select(baselines, rest)
+    scope = [f"tags.{names.MODEL}", f"tags.{names.SEED}", f"tags.{names.BENCHMARK_SUITE}"]
+    plain = {tuple(run[scope]): run for _, run in _protocol(baselines, "loglikelihood").iterrows()}
+    rows, used = [], []
+    for _, cot in _protocol(baselines, "cot").iterrows():
+        base = plain.get(tuple(cot[scope]))
+        if base is None:
+            continue
+        used += [cot["run_id"], base["run_id"]]
+        base_score = names.cell_values(base, "score", "metrics.")
+        for cell, score in names.cell_values(cot, "score", "metrics.").items():
+            if cell in base_score:
+                rows.append({"model": cot[f"tags.{names.MODEL}"], "target_task": cell.task, "target_language": cell.language,
+                             "cot_delta": 100.0 * (score - base_score[cell])})
+    if not rows:
+        return pd.DataFrame(columns=columns), []
+    frame = pd.DataFrame(rows).groupby(columns[:3], as_index=False)["cot_delta"].mean()
+    return frame, sorted(set(used))
 
 
 def load_predictions(tracking_uri: str, run_ids: Sequence[str], dst: Path) -> dict[str, pd.DataFrame]:
