@@ -311,3 +311,20 @@ def test_offline_error_names_model_dataset_revision_and_the_fix_in_seconds(tmp_p
     assert "hf download --repo-type dataset" not in err and "--repo-type dataset" in err and "HF_HUB_OFFLINE=1" in err
     assert ("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" in err) if offline else ("no network" in err)
     assert not (tmp_path / "mlflow.db").exists()  # failed before any run or store was created
+
+
+def test_the_readme_custom_suite_example_loads(tmp_path):
+    import json
+    import re
+
+    block = re.search(r"```yaml\n(# my-suite\.yaml\n.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    for language in ("en", "de"):
+        folder = tmp_path / "capitals" / language
+        folder.mkdir(parents=True)
+        for split in ("train", "test"):
+            rows = [{"qid": f"{split}{i}", "q": f"{language} {i}?", "options": ["x", "y"], "correct": 1} for i in range(10)]
+            (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = get_suite(str(_write(tmp_path / "my-suite.yaml", block)))
+    assert list(suite.tasks) == ["capitals", "global_mmlu"] and suite.models == ["Qwen/Qwen2.5-0.5B-Instruct"]
+    item = suite.items(Cell("capitals", "de"), "test")[0]
+    assert render_prompt(item, suite.tasks["capitals"].eval_format) == "Q: de 0?\n(A) x\n(B) y\nAnswer:" and item.gold == 1

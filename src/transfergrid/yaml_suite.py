@@ -173,8 +173,9 @@ class Benchmark:
     def pool_ids(self) -> dict[str, list[str]]:
         """The ids of the `train` and `test` pools, identical for every language (SPEC 1.2).
 
-        A split manifest (CSV `split,id`) fixes them; otherwise they are drawn with seed 42 from the
-        reference language's upstream splits, and pools drawn from the same upstream split are disjoint.
+        A split manifest (CSV `split,id`) fixes them. Otherwise a pool is its upstream split in file order,
+        or, where a size `n` is set, a seed-42 draw from the reference language's split; pools drawn from
+        the same upstream split are disjoint.
         """
         if self.split_manifest is not None:
             return read_split_manifest(self.split_manifest)
@@ -183,8 +184,10 @@ class Benchmark:
         for pool in ("train", "test"):
             spec = self.splits[pool]
             if spec.split not in rng_taken:
-                ids = sorted(self.items_of(self.id_language, spec.split))
-                random.Random(f"{SPLIT_SEED}:{self.spec.name}:{spec.split}").shuffle(ids)
+                ids = list(self.items_of(self.id_language, spec.split))  # file order
+                if any(s.split == spec.split and s.n is not None for s in self.splits.values()):
+                    ids = sorted(ids)
+                    random.Random(f"{SPLIT_SEED}:{self.spec.name}:{spec.split}").shuffle(ids)
                 rng_taken[spec.split] = ids
             remaining = rng_taken[spec.split]
             n = len(remaining) if spec.n is None else spec.n
