@@ -328,3 +328,10 @@ def test_the_readme_custom_suite_example_loads(tmp_path):
     assert list(suite.tasks) == ["capitals", "global_mmlu"] and suite.models == ["Qwen/Qwen2.5-0.5B-Instruct"]
     item = suite.items(Cell("capitals", "de"), "test")[0]
     assert render_prompt(item, suite.tasks["capitals"].eval_format) == "Q: de 0?\n(A) x\n(B) y\nAnswer:" and item.gold == 1
+
+
+def test_single_model_commands_on_a_many_model_suite_ask_for_a_model(tmp_path):
+    proc, seconds = _run(["entrypoints.finetune", "--suite", "paper", "--source", "arc_challenge.de"], tmp_path,
+                         HF_HOME=str(tmp_path / "hf"))
+    assert proc.returncode == 2 and seconds < 30
+    assert "suite 'paper' has 9 default models; choose one with --model: meta-llama/Llama-3.2-1B-Instruct," in proc.stderr
