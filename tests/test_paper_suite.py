@@ -335,3 +335,19 @@ def test_single_model_commands_on_a_many_model_suite_ask_for_a_model(tmp_path):
                          HF_HOME=str(tmp_path / "hf"))
     assert proc.returncode == 2 and seconds < 30
     assert "suite 'paper' has 9 default models; choose one with --model: meta-llama/Llama-3.2-1B-Instruct," in proc.stderr
+
+
+def test_using_a_paper_benchmark_on_fewer_languages_keeps_its_per_language_sources(tmp_path):
+    suite = load_suite_file(_write(tmp_path / "s.yaml", "name: s\nbenchmarks:\n  - use: paper/hellaswag\n    languages: [de, zh]\n"))
+    bench = suite.benchmarks["hellaswag"]
+    assert bench.source_for("zh")["path"] == "richmondsin/m_hellaswag" and bench.source_for("de")["path"] == "alexandrainst/m_hellaswag"
+    suite = load_suite_file(_write(tmp_path / "s.yaml", "name: s\nbenchmarks:\n  - use: paper/hellaswag\n    languages: [de]\n"))
+    assert suite.hub_datasets(suite_cells(suite)) == [("alexandrainst/m_hellaswag", "9d31dc982bd6285e081e3e3136332a38b9c1d7b7")]
+
+
+def test_a_field_missing_from_the_data_is_named_with_the_fields_it_has(tmp_path):
+    suite_file = write_fixture_suite(tmp_path / "data", tasks=("hellaswag",))
+    text = suite_file.read_text().replace("    splits:", "    id_field: id\n    splits:")
+    suite = load_suite_file(_write(tmp_path / "s.yaml", text))
+    with pytest.raises(SuiteFileError, match=r"hellaswag.en split 'val' has no field 'id' \(its fields: activity_label, ctx,"):
+        suite.items(Cell("hellaswag", "de"), "test")

@@ -159,7 +159,13 @@ class Benchmark:
         """Every usable item of an upstream split in `language`, by id."""
         items, dropped = {}, 0
         for index, row in enumerate(self.rows(language, split)):
-            item = self.to_item(row, index)
+            try:
+                item = self.to_item(row, index)
+            except KeyError as exc:
+                raise SuiteFileError(
+                    f"{self.file}: {self.spec.name}.{language} split {split!r} has no field {exc.args[0]!r} "
+                    f"(its fields: {', '.join(sorted(row))}); fix `fields`/`id_field`"
+                ) from None
             if item is None:
                 dropped += 1
             else:
@@ -221,6 +227,12 @@ def _fill(value: Any, language: str) -> Any:
     if isinstance(value, list):
         return [_fill(v, language) for v in value]
     return value
+
+
+def _relative_to(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, list):
+        return [_relative_to(v, base_dir) for v in value]
+    return str(value) if Path(str(value)).is_absolute() else str(base_dir / str(value))
 
 
 def _is_local(path: str) -> bool:
@@ -366,11 +378,10 @@ def load_benchmark(data: dict, file: str, base_dir: Path) -> Benchmark:
     _check_keys(source, _SOURCE_KEYS, f"{file}: source")
     if "path" not in source and "load_from_disk" not in source:
         raise SuiteFileError(f"{file}: source needs `path` (datasets.load_dataset) or `load_from_disk`")
-    for local in ("load_from_disk",):
-        if local in source and not Path(_fill(source[local], languages[0])).is_absolute():
-            source[local] = str(base_dir / source[local])
-    if isinstance(source.get("data_files"), dict):
-        source["data_files"] = {k: (v if Path(str(v)).is_absolute() else str(base_dir / v)) for k, v in source["data_files"].items()}
+    if "load_from_disk" in source and not Path(source["load_from_disk"]).is_absolute():
+        source["load_from_disk"] = str(base_dir / source["load_from_disk"])
+    if isinstance(source.get("data_files"), dict):  # local files: relative to the file that names them
+        source["data_files"] = {k: _relative_to(v, base_dir) for k, v in source["data_files"].items()}
     language_sources = {str(k): dict(v) for k, v in (data.get("language_sources") or {}).items()}
     for language, override in language_sources.items():
         check_choice(f"{file}: language_sources language", language, list(languages))
@@ -432,7 +443,11 @@ def _benchmark_entry(entry: Any, suite_file: Path) -> Benchmark:
         base = path.parent
         if "source" in entry or "split_manifest" in entry or "language_sources" in entry:
             base = suite_file.parent  # overridden local paths are relative to the suite file
-            data.pop("language_sources", None) if "source" in entry else None
+        if "source" in entry:
+            data.pop("language_sources", None)  # they refine the replaced source
+        elif "languages" in entry and "language_sources" not in entry:  # keep those of the languages kept
+            kept = set(map(str, entry["languages"]))
+            data["language_sources"] = {k: v for k, v in (data.get("language_sources") or {}).items() if str(k) in kept}
         data.update(entry)
         return load_benchmark(data, f"{suite_file} (use {path.name})", base)
     return load_benchmark(entry, str(suite_file), suite_file.parent)
