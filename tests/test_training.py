@@ -353,3 +353,25 @@ def test_same_seed_gives_identical_adapter_weights(trained, tokenizer, tmp_path)
     assert losses == [h["loss"] for h in trained.result.history if "loss" in h]
     other, _ = run(SEED + 1, "other")
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_lora_targets_skip_the_vision_tower_of_a_multimodal_model():
+    import peft
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.v_proj = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    class Multimodal(torch.nn.Module):  # the module layout of Gemma-3 loaded as a causal LM
+        def __init__(self):
+            super().__init__()
+            self.vision_tower = torch.nn.ModuleDict({"layer": Block()})
+            self.language_model = torch.nn.ModuleDict({"layer": Block()})
+
+    config = training.to_peft_config(LoraConfig(target_modules=["q_proj", "v_proj"]), Multimodal())
+    wrapped = peft.inject_adapter_in_model(config, Multimodal())
+    adapted = {name.rpartition(".lora_A")[0] for name, _ in wrapped.named_modules() if name.endswith("lora_A")}
+    assert adapted == {"language_model.layer.q_proj", "language_model.layer.v_proj"}
+    assert training.to_peft_config(LoraConfig()).target_modules == set(LoraConfig().target_modules)  # text-only: the list

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +68,27 @@ class TrainResult:
     tokens_per_second: float
 
 
-def to_peft_config(lora: LoraConfig) -> "peft.LoraConfig":
-    """The PEFT LoRA configuration of `lora` (SPEC 1.5: bias none, causal LM, no DoRA)."""
+NON_TEXT_MODULES = ("vision_tower", "vision_model", "multi_modal_projector", "audio_tower")
+
+
+def to_peft_config(lora: LoraConfig, model=None) -> "peft.LoraConfig":
+    """The PEFT LoRA configuration of `lora` (SPEC 1.5: bias none, causal LM, no DoRA).
+
+    For a multimodal model (e.g. google/gemma-3-4b-it loads with a SigLIP vision tower whose attention
+    also has `q_proj`/`k_proj`/`v_proj`), the targets are restricted to the language model: a text-only
+    fine-tune would otherwise add adapters to the vision tower that no gradient ever reaches (SPEC 1.21 #4).
+    """
     import peft
 
+    targets: list[str] | str = list(lora.target_modules)
+    if model is not None and any(part in NON_TEXT_MODULES for name, _ in model.named_modules() for part in name.split(".")):
+        excluded = "|".join(NON_TEXT_MODULES)
+        targets = rf"^(?!(?:.*\.)?(?:{excluded})\.).*\.(?:{'|'.join(map(re.escape, lora.target_modules))})$"
     return peft.LoraConfig(
         r=lora.lora_r,
         lora_alpha=lora.lora_alpha,
         lora_dropout=lora.lora_dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=targets,
         use_rslora=lora.use_rslora,
         bias="none",
         task_type="CAUSAL_LM",
@@ -195,7 +208,7 @@ def _lora_wrapped(model, lora: LoraConfig) -> Iterator["peft.PeftModel"]:
     configs = [model.config, model.config.get_text_config(), getattr(model, "generation_config", None)]
     configs = [c for c in configs if c is not None]
     settings = [(c, key, getattr(c, key)) for c in configs for key in ("use_cache", "pad_token_id") if hasattr(c, key)]
-    peft_model = peft.get_peft_model(model, to_peft_config(lora))
+    peft_model = peft.get_peft_model(model, to_peft_config(lora, model))
     try:
         yield peft_model
     finally:
