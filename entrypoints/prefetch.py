@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> None:
         suite = get_suite(cfg.suite)
         cells = suite_cells(suite, cfg.tasks, cfg.languages)
         specs = [resolve_model(m, registry_file=cfg.model_registry or None) for m in ([cfg.model] if cfg.model else suite.models)]
-        hub.prefetch([(s.id, s.revision) for s in specs if is_hub_model(s)], suite, cells)
+        models = [(s.id, s.revision) for s in specs if is_hub_model(s)]
+        hub.check_available(models, suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else [],
+                            suite=cfg.suite, model_arg=cfg.model)  # offline: only a check of the cache
+        hub.prefetch(models, suite, cells)
     print(f"cached: {len(specs)} models, {len(cells)} cells of suite {suite.name}")
 
 

@@ -77,3 +77,14 @@ def test_paper_slice_runs_baseline_finetune_evaluate_and_analysis_from_the_cache
     assert "chat_template: true" in config  # the suite's default, resolved into the logged config
     analysis = runs[runs["tags.kind"] == "analysis"]
     assert analysis["metrics.n_cells"].item() == 2 * 4 and analysis["metrics.regime/mt_ml/n"].item() == 2
+
+
+def test_prefetch_checks_a_prefilled_cache_offline_and_names_what_is_missing(hub_cache, capsys):
+    from entrypoints import prefetch
+
+    prefetch.main(["--suite", str(hub_cache), "--model", "tg-test/tiny-llama-instruct"])
+    assert "cached: 1 models, 4 cells of suite paper-slice" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        prefetch.main(["--suite", str(hub_cache), "--model", "tg-test/not-downloaded"])
+    assert exit_info.value.code == 2
+    assert "model tg-test/not-downloaded (revision main)" in capsys.readouterr().err

@@ -156,10 +156,10 @@ def prefetch(model_ids: list[tuple[str, str]], suite, cells) -> None:
 
     for model_id, revision in model_ids:
         logger.info("downloading model %s (revision %s)", model_id, revision)
-        snapshot_download(model_id, revision=revision)
+        snapshot_download(model_id, revision=revision, cache_dir=hub_cache_dir())
     for dataset_id, revision in suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else []:
         logger.info("downloading dataset %s (revision %s)", dataset_id, revision)
-        snapshot_download(dataset_id, repo_type="dataset", revision=revision)
+        snapshot_download(dataset_id, repo_type="dataset", revision=revision, cache_dir=hub_cache_dir())
     for cell in tqdm(list(cells), desc="datasets", unit="cell"):
         for split in ("train", "test"):
             items = suite.items(cell, split)
