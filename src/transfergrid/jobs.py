@@ -91,6 +91,8 @@ def baseline_key(study: Study, cfg: BaselineConfig) -> str:
 def finetune_key(study: Study, cfg: FinetuneConfig, source: Cell) -> str:
     """Run key of one fine-tune: model, source cell and its data version, recipe, seed."""
     recipe = {k: v for k, v in to_dict(cfg).items() if k in _RECIPE_FIELDS}
+    if cfg.recipe == "full":  # no adapter: the LoRA fields do not change the result
+        recipe = {k: v for k, v in recipe.items() if k not in _LORA_FIELDS}
     return runkeys.run_key(
         "finetune",
         {**_model_payload(study.model), "source": str(source), "seed": cfg.seed, **recipe, **_data_version(study.suite, {source.task})},
@@ -102,6 +104,7 @@ def evaluate_key(study: Study, cfg: EvalConfig, finetune_run_key: str) -> str:
     return runkeys.run_key("evaluate", {"finetune": finetune_run_key, **_eval_payload(study, cfg)})
 
 
+_LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora")
 _RECIPE_FIELDS = (
     "recipe lora_r lora_alpha lora_dropout target_modules use_rslora learning_rate num_epochs warmup_ratio "
     "batch_size weight_decay max_grad_norm"
@@ -179,9 +182,14 @@ def source_cell(study: Study, cfg: FinetuneConfig) -> Cell:
 
 
 def run_finetune(
-    cfg: FinetuneConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+    cfg: FinetuneConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None,
+    extra_tags: dict | None = None,
 ) -> str:
-    """LoRA fine-tune on one source cell; logs curves per step and the adapter; returns the run id."""
+    """Fine-tune on one source cell (LoRA, or every weight with recipe `full`); returns the run id.
+
+    Logs the curves per step and the adapter under `adapter/` (the whole model under `model/` for `full`).
+    `extra_tags` (e.g. the Optuna study and trial of a queued job) are set on a new run only.
+    """
     study = study or open_study(cfg, launcher_run_id)
     source = source_cell(study, cfg)
     key = finetune_key(study, cfg, source)
@@ -189,13 +197,15 @@ def run_finetune(
         return done
     from transfergrid.training import train_adapter
 
+    full = cfg.recipe == "full"
     tags = {
-        **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
-        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language,
+        **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: None if full else cfg.lora_r,
+        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, **(extra_tags or {}),
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="finetune", tags=tags,
-        run_name=f"finetune {source} r={cfg.lora_r} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+        run_name=f"finetune {source} {'full' if full else f'r={cfg.lora_r}'} seed={cfg.seed}",
+        parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ft-") as tmp:
         run.log_config(to_dict(cfg))
         run.log_params(_params(cfg))
@@ -212,7 +222,7 @@ def run_finetune(
                 "train_tokens_per_second": result.tokens_per_second,
             }
         )
-        run.log_dir(result.adapter_dir, names.ADAPTER_DIR)
+        run.log_dir(result.adapter_dir, names.FULL_MODEL_DIR if full else names.ADAPTER_DIR)
         return run.run_id
 
 
@@ -226,17 +236,21 @@ def _curve_names(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def run_evaluate(
-    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None,
+    extra_tags: dict | None = None,
 ) -> str:
     """Evaluate one finetune run's adapter on every cell, with Δ against the matching baseline.
 
     Returns the first evaluate run id of `run_evaluate_many` (the only one unless `cfg` names several).
     """
-    return run_evaluate_many(cfg, study=study, parent_run_id=parent_run_id, launcher_run_id=launcher_run_id)[0]
+    return run_evaluate_many(
+        cfg, study=study, parent_run_id=parent_run_id, launcher_run_id=launcher_run_id, extra_tags=extra_tags
+    )[0]
 
 
 def run_evaluate_many(
-    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None,
+    extra_tags: dict | None = None,
 ) -> list[str]:
     """Evaluate every selected finetune run's adapter on one loaded base model, swapping PEFT adapters.
 
@@ -267,24 +281,27 @@ def run_evaluate_many(
         baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent)
         base_scores = names.cell_values(reader.get_run(study.tracking_uri, baseline_id).data.metrics, "score")
         model, tokenizer = study.base_model(cfg.device)
+        run_args = {"parent_run_id": parent, "adopt_run_id": adopt, "extra_tags": extra_tags}
         with AdapterHost(model) as host:
             for ft_run, key in todo:
-                run_ids[ft_run.info.run_id] = _evaluate_one(
-                    study, cfg, host, ft_run, key, (baseline_id, base_scores), parent_run_id=parent, adopt_run_id=adopt
-                )
+                run_ids[ft_run.info.run_id] = _evaluate_one(study, cfg, host, ft_run, key, (baseline_id, base_scores), **run_args)
             study.models[study.model.id] = (host.close(), tokenizer)
-        logger.info("evaluated %d adapters on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
+        logger.info("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
     return [run_ids[run.info.run_id] for run in ft_runs]
 
 
-def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, baseline: tuple, **run_args) -> str:
-    """One evaluate run: download the adapter, activate it on the shared base, score, log Δ."""
+def _evaluate_one(
+    study: Study, cfg: EvaluateConfig, host, ft_run, key: str, baseline: tuple, *, extra_tags: dict | None = None, **run_args
+) -> str:
+    """One evaluate run: download the adapter, activate it on the shared base (or load a full fine-tune), score, log Δ."""
     baseline_id, base_scores = baseline
     source = Cell(ft_run.data.tags[names.SOURCE_TASK], ft_run.data.tags[names.SOURCE_LANGUAGE])
+    full = ft_run.data.tags.get(names.RECIPE) == "full"
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
         names.LORA_R: ft_run.data.tags.get(names.LORA_R), names.SOURCE_TASK: source.task,
         names.SOURCE_LANGUAGE: source.language, names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
+        **(extra_tags or {}),
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="evaluate", tags=tags,
@@ -292,8 +309,10 @@ def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, bas
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ev-") as tmp:
         run.log_config({**to_dict(cfg), "finetune_run_id": ft_run.info.run_id})
         run.log_params(_params(cfg))
-        adapter = reader.download_artifacts(study.tracking_uri, ft_run.info.run_id, names.ADAPTER_DIR, Path(tmp))
-        result = _evaluate_adapter(study, cfg, host, adapter, label=f"evaluate {source}")
+        artifact = names.FULL_MODEL_DIR if full else names.ADAPTER_DIR
+        weights = reader.download_artifacts(study.tracking_uri, ft_run.info.run_id, artifact, Path(tmp))
+        evaluate = _evaluate_full if full else _evaluate_adapter
+        result = evaluate(study, cfg, host, weights, label=f"evaluate {source}")
         for cell, values in result.metrics.items():
             values[names.DELTA] = 100.0 * (values["score"] - base_scores[cell])
         _log_evaluation(run, result)
@@ -313,6 +332,24 @@ def _evaluate_adapter(study: Study, cfg: EvalConfig, host, adapter_dir: Path, la
         chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
     )
     result.swap_seconds = host.swap_seconds - swapped
+    return result
+
+
+def _evaluate_full(study: Study, cfg: EvalConfig, host, model_dir: Path, label: str):
+    """Load a full fine-tune's weights (recipe `full`, SPEC 1.18) and evaluate them; the shared base is untouched."""
+    from transformers import AutoModelForCausalLM
+
+    from transfergrid.evaluation import evaluate_cells
+
+    base, tokenizer = study.base_model(getattr(cfg, "device", None))
+    param = next(base.parameters())
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=param.dtype).to(param.device)
+    model.eval()
+    result = evaluate_cells(
+        model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
+        chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
+    )
+    result.swap_seconds = 0.0
     return result
 
 
