@@ -209,6 +209,7 @@ def run_finetune(
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ft-") as tmp:
         run.log_config(to_dict(cfg))
         run.log_params(_params(cfg))
+        _fault_injection_pause()
         train_items, validation_items = study.suite.items(source, "train"), study.suite.items(source, "validation")
         model, tokenizer = load_model(study.model, cfg.device)  # fresh copy: LoRA wraps it in place
         result = train_adapter(
@@ -224,6 +225,19 @@ def run_finetune(
         )
         run.log_dir(result.adapter_dir, names.FULL_MODEL_DIR if full else names.ADAPTER_DIR)
         return run.run_id
+
+
+FAULT_SLEEP_ENV = "TRANSFERGRID_FAULT_SLEEP_S"  # tests: a worker sleeps inside its finetune run, to be killed there
+
+
+def _fault_injection_pause() -> None:
+    """Sleep `$TRANSFERGRID_FAULT_SLEEP_S` seconds with the finetune run open (fault-injection tests only)."""
+    import os
+    import time
+
+    if seconds := float(os.environ.get(FAULT_SLEEP_ENV) or 0):
+        logger.warning("fault injection: sleeping %.0f s inside the finetune run", seconds)
+        time.sleep(seconds)
 
 
 def _curve_names(metrics: dict[str, float]) -> dict[str, float]:
@@ -423,12 +437,17 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[Pla
     """The whole study: baseline, every source's fine-tune and evaluation, then the analysis.
 
     Jobs whose run key is already FINISHED are skipped; when nothing is left to do, no run is created.
+    With `cfg.workers` > 0 the jobs go through the queue instead (`gridjobs.run_main_on_workers`).
 
     Returns:
         The plan (for `--dry_run`, nothing else happens).
     """
     from tqdm.auto import tqdm
 
+    if cfg.workers:  # the queue: N local worker processes claim the jobs from the Optuna storage
+        from transfergrid import gridjobs
+
+        return gridjobs.run_main_on_workers(cfg, launcher_run_id=launcher_run_id)
     study = open_study(cfg, launcher_run_id)
     plan = plan_study(study, cfg)
     if cfg.dry_run:
