@@ -143,6 +143,8 @@ def open_storage(cfg: QueueConfig, on_stale: Callable | None = None):
     import optuna
 
     url = check_storage_url(cfg.storage)
+    if url.startswith("postgresql://"):  # SQLAlchemy 2.1's default driver is psycopg 3; ours is psycopg2 (pinned)
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
     sqlite = url.startswith("sqlite")
     if sqlite:
         Path(url.partition(":///")[2]).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -422,8 +424,8 @@ def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: st
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": tracking_uri,
            STORAGE_ENV: check_storage_url(cfg.storage)}  # in the environment, not on the command line (`ps`)
     env.pop("MLFLOW_RUN_ID", None)
-    root = str(Path(__file__).resolve().parents[2])  # entrypoints/ lives beside src/ in a checkout
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    root = Path(__file__).resolve().parents[2]  # a checkout: entrypoints/ beside src/ (the workers import both)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), str(root / "src"), env.get("PYTHONPATH", "")) if p)
     args = [sys.executable, "-m", "entrypoints.worker", "--study_name", study_name,
             "--heartbeat_interval", str(cfg.heartbeat_interval), "--grace_period", str(cfg.grace_period),
             "--max_retries", str(cfg.max_retries), "--torch_threads", "1"]
