@@ -64,6 +64,7 @@ class Enqueued:
     study_name: str
     added: int
     pending: int
+    to_enqueue: int = 0  # pending jobs not already waiting or running in the queue
 
 
 def enqueue_grid(cfg: GridConfig, *, launcher_run_id: str | None = None, parent_run_id: str | None = None) -> Enqueued:
@@ -77,11 +78,14 @@ def enqueue_grid(cfg: GridConfig, *, launcher_run_id: str | None = None, parent_
     plan = jobs.plan_study(study, cfg)
     name = grid_study_name(cfg)
     pending = _pending(study, plan_jobs(study, cfg, plan))
-    if cfg.dry_run or not pending:
-        return Enqueued(study, plan, name, 0, len(pending))
+    if not pending:
+        return Enqueued(study, plan, name, 0, 0)
     optuna_study = queue.open_study(queue.open_storage(cfg), name)
+    to_enqueue = len([job for job in pending if job.key not in queue.live_job_keys(optuna_study)])
+    if cfg.dry_run:
+        return Enqueued(study, plan, name, 0, len(pending), to_enqueue)
     added, _ = queue.enqueue(optuna_study, pending, parent_run_id=parent_run_id)
-    return Enqueued(study, plan, name, added, len(pending))
+    return Enqueued(study, plan, name, added, len(pending), to_enqueue)
 
 
 def _grid_tags(study: jobs.Study, cfg: GridConfig, plan, study_name: str) -> dict:
@@ -93,8 +97,8 @@ def _grid_tags(study: jobs.Study, cfg: GridConfig, plan, study_name: str) -> dic
 def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued:
     """`grid`: enqueue the jobs under a `grid` run (plan, study name and storage logged; password masked)."""
     probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
-    if cfg.dry_run or not probe.pending:
-        logger.info("nothing to enqueue: every job of this grid is FINISHED" if not probe.pending else "dry run")
+    if cfg.dry_run or not probe.to_enqueue:
+        logger.info("dry run" if cfg.dry_run else "nothing to enqueue: every job is FINISHED, waiting or running")
         return probe
     study = probe.study
     with writer.open_run(

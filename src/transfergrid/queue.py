@@ -188,6 +188,13 @@ def _latest_attempts(study) -> dict[str, object]:
     return latest
 
 
+def live_job_keys(study) -> set[str]:
+    """Keys of the jobs whose latest attempt is WAITING or RUNNING (enqueueing them again does nothing)."""
+    from optuna.trial import TrialState
+
+    return {key for key, trial in _latest_attempts(study).items() if trial.state in (TrialState.WAITING, TrialState.RUNNING)}
+
+
 def enqueue(study, jobs: Sequence[Job], *, parent_run_id: str | None = None) -> tuple[int, int]:
     """Enqueue each job unless it is WAITING or RUNNING already (idempotent); returns (added, skipped).
 
