@@ -80,3 +80,36 @@ def fake_worker_main() -> None:
 
 if __name__ == "__main__":
     fake_worker_main()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 (proxied artifacts); returns (process, URL) once healthy."""
+    import urllib.request
+
+    port = free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server, url
+        except OSError:
+            time.sleep(0.5)
+        assert server.poll() is None, log.read_text()
+    server.kill()
+    raise AssertionError("mlflow server did not become healthy in 120 s:\n" + log.read_text())
