@@ -16,6 +16,10 @@ ENTRY_CONFIGS = {
     "evaluate": config.EvaluateConfig,
     "analysis": config.AnalysisConfig,
     "import_results": config.ImportConfig,
+    "grid": config.GridConfig,
+    "worker": config.WorkerConfig,
+    "status": config.StatusConfig,
+    "ablation": config.AblationConfig,
 }
 
 
