@@ -162,3 +162,23 @@ def test_a_job_killed_more_than_max_retries_stays_failed_with_the_reason(trackin
     assert [t.state.name for t in study.get_trials()] == ["FAIL"]
     table, _ = status_entry.main(["--storage", storage])
     assert "stopped sending heartbeats" in table["reason"].item()
+
+
+@pytest.mark.slow
+def test_main_with_workers_runs_the_study_on_local_worker_processes(tracking_uri, tmp_path):
+    from entrypoints import main as main_entry
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["--tasks", "syn_lookup,syn_match", "--languages", "xs1,xn1", "--workers", "2", *_grid_args(storage)]
+    main_entry.main(args)
+    runs = _check_grid(tracking_uri, 4)
+    by_kind = Counter(r.data.tags["kind"] for r in runs)
+    assert by_kind == {"grid": 1, "baseline": 1, "finetune": 4, "evaluate": 4, "analysis": 1}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    (grid_run,) = [r for r in runs if r.data.tags["kind"] == "grid"]
+    assert all(r.data.tags["mlflow.parentRunId"] == grid_run.info.run_id for r in runs if r is not grid_run)
+    workers = {t.user_attrs[queue.WORKER_PID] for t in queue.open_study(
+        queue.open_storage(QueueConfig(storage=storage)), "grid-transfergrid").get_trials()}
+    assert 1 <= len(workers) <= 2 and os.getpid() not in workers  # worker processes did the work
+    main_entry.main(args)
+    assert len(_runs(tracking_uri)) == len(runs), "a second main must not create any run"
