@@ -245,7 +245,8 @@ def run_ablation(cfg: AblationConfig, *, launcher_run_id: str | None = None) -> 
         queue.enqueue(optuna_study, pending, parent_run_id=run.run_id)
         worker_cfg = _config_of(WorkerConfig, cfg, study_name=name)
         if cfg.workers:
-            codes = queue.wait_workers(queue.start_workers(cfg.workers, cfg, study_name=name, tracking_uri=main_study.tracking_uri))
+            processes = queue.start_workers(cfg.workers, cfg, study_name=name, tracking_uri=main_study.tracking_uri)
+            codes = queue.wait_workers(processes, optuna_study)
             logger.info("ablation workers exited with %s", codes)
         else:
             queue.run_worker(worker_cfg, gridjobs.execute, cache=cache)

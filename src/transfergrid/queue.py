@@ -439,6 +439,23 @@ def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: st
     return [subprocess.Popen(args, env=env, cwd=cwd) for _ in range(n)]
 
 
-def wait_workers(processes: list) -> list[int]:
-    """Wait for every worker process; returns their exit codes."""
-    return [process.wait() for process in processes]
+def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list[int]:
+    """Wait for every worker process, with a progress bar of the study's finished jobs; returns the exit codes."""
+    from tqdm.auto import tqdm
+
+    def finished() -> tuple[int, int]:
+        latest = _latest_attempts(study).values()
+        return sum(t.state.is_finished() for t in latest), len(latest)
+
+    if study is None:
+        return [process.wait() for process in processes]
+    with tqdm(desc=f"jobs of {study.study_name}", unit="job") as bar:
+        while any(process.poll() is None for process in processes):
+            done, total = finished()
+            bar.total = total
+            bar.update(done - bar.n)
+            time.sleep(poll_seconds)
+        done, total = finished()
+        bar.total = total
+        bar.update(done - bar.n)
+    return [process.returncode for process in processes]
