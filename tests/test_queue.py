@@ -182,3 +182,29 @@ def test_main_with_workers_runs_the_study_on_local_worker_processes(tracking_uri
     assert 1 <= len(workers) <= 2 and os.getpid() not in workers  # worker processes did the work
     main_entry.main(args)
     assert len(_runs(tracking_uri)) == len(runs), "a second main must not create any run"
+
+
+@pytest.mark.slow
+def test_sigterm_gives_the_job_back_at_once(tracking_uri, tmp_path):
+    """`docker stop` sends SIGTERM: the run ends FAILED, the job is enqueued again without waiting for the grace period."""
+    grid = ["--tasks", "syn_lookup", "--languages", "xs1"]
+    baseline_entry.main(grid)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    grid_entry.main([*grid, *_grid_args(storage), "--grace_period", "600", "--heartbeat_interval", "1"])
+    victim = hq.start_worker(storage, "--grace_period", "600", log=tmp_path / "victim.log", **{FAULT_SLEEP_ENV: "120"})
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name("transfergrid").experiment_id
+    deadline = time.time() + 120
+    while not client.search_runs([experiment_id], "tags.kind = 'finetune' and attributes.status = 'RUNNING'"):
+        assert time.time() < deadline and victim.poll() is None, (tmp_path / "victim.log").read_text()[-3000:]
+        time.sleep(0.3)
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait(timeout=60) != 0
+    study = queue.open_study(queue.open_storage(QueueConfig(storage=storage)), "grid-transfergrid")
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]  # given back, not left RUNNING
+    assert "stopped by signal 15" in study.get_trials()[0].user_attrs[queue.FAILURE_REASON]
+    log = tmp_path / "worker.log"
+    hq.wait_all([hq.start_worker(storage, "--grace_period", "600", log=log)], [log])  # no grace period to wait for
+    runs = _check_grid(tracking_uri, 1)
+    stopped = [r for r in runs if r.info.status != "FINISHED"]
+    assert [(r.data.tags["kind"], r.info.status) for r in stopped] == [("finetune", "FAILED")]
