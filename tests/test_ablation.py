@@ -82,3 +82,22 @@ def test_rank_ablation_pareto_front_and_resume(tracking_uri, tmp_path):
     n_runs = len(client.search_runs([experiment]))
     assert ablation_entry.main(ARGS) == run_id
     assert len(study.get_trials()) == 3 and len(client.search_runs([experiment])) == n_runs
+
+
+@pytest.mark.slow
+def test_lora_vs_full_on_two_local_workers(tracking_uri, tmp_path):
+    import os
+
+    run_id = ablation_entry.main(["--ranks", "8", "--recipes", "lora,full", "--sources", "syn_lookup.xs1",
+                                  "--num_epochs", "1", "--workers", "2", "--heartbeat_interval", "1", "--grace_period", "5"])
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    study = optuna.load_study(study_name=run.data.tags["optuna_study"], storage=run.data.tags["optuna_storage"])
+    trials = study.get_trials()
+    assert sorted(t.params["recipe"] for t in trials) == ["full", "lora"] and all(t.state.name == "COMPLETE" for t in trials)
+    assert os.getpid() not in {t.user_attrs["worker_pid"] for t in trials}  # the worker processes ran them
+    finetunes = client.search_runs([run.info.experiment_id], "tags.kind = 'finetune'")
+    assert sorted(r.data.tags["recipe"] for r in finetunes) == ["full", "lora"]
+    path = client.download_artifacts(run_id, "tables/lora_vs_full.csv", str(tmp_path))
+    versus = pd.read_csv(path)
+    assert versus["n"].item() == 12 and -1 <= versus["pearson_r"].item() <= 1  # 12 shared target cells
