@@ -159,7 +159,7 @@ def trials_table(optuna_study, planned: list[queue.Job]) -> pd.DataFrame:
              "pareto": t.number in front, FINETUNE_RUN_ID: t.user_attrs.get(FINETUNE_RUN_ID),
              EVALUATE_RUN_ID: t.user_attrs.get(EVALUATE_RUN_ID)} for t in latest.values()]
     columns = ["trial", *Point.__dataclass_fields__, *OBJECTIVES, "pareto", FINETUNE_RUN_ID, EVALUATE_RUN_ID]
-    return pd.DataFrame(rows, columns=columns).sort_values("trial", ignore_index=True)
+    return pd.DataFrame(rows, columns=columns).astype({"lora_r": "Int64"}).sort_values("trial", ignore_index=True)
 
 
 def pareto_figure(table: pd.DataFrame, path: Path) -> Path:
@@ -173,9 +173,11 @@ def pareto_figure(table: pd.DataFrame, path: Path) -> Path:
     ax.scatter(table[OBJECTIVES[0]], table[OBJECTIVES[1]], c="lightgray", edgecolors="gray", label="trial")
     front = table[table["pareto"]].sort_values(OBJECTIVES[0])
     ax.plot(front[OBJECTIVES[0]], front[OBJECTIVES[1]], "o-", color="tab:red", label="Pareto front")
+    several = table[["model", "source", "seed"]].drop_duplicates().shape[0] > 1
     for row in table.itertuples():
-        ax.annotate("full" if row.recipe == "full" else f"r={row.lora_r}", (getattr(row, OBJECTIVES[0]), getattr(row, OBJECTIVES[1])),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+        label = ("full" if row.recipe == "full" else f"r={row.lora_r}") + (f" {row.source}" if several else "")
+        ax.annotate(label, (getattr(row, OBJECTIVES[0]), getattr(row, OBJECTIVES[1])),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("on-task gain (pp, mean of MT-ML and MT-CL Δ) →")
     ax.set_ylabel("off-task harm rate (%, Δ ≤ −1 pp) ↓")
     ax.set_title("LoRA ablation: on-task gain vs off-task harm")
