@@ -132,12 +132,12 @@ def run_trial(job: dict, context: queue.JobContext) -> list[float]:
     trial = optuna.trial.Trial(context.study, context.trial_id)
     _suggest(trial, job["params"])
     data = job["config"]
-    ft_cfg = gridjobs._config(FinetuneConfig, data, context)  # noqa: SLF001
+    ft_cfg = gridjobs.job_config(FinetuneConfig, data, context)
     study = gridjobs.study_for(ft_cfg, context)
     tags = {names.OPTUNA_STUDY: context.study.study_name, names.OPTUNA_TRIAL: context.trial_number}
     parent = job.get("parent_run_id")
     ft_id = jobs.run_finetune(ft_cfg, study=study, parent_run_id=parent, extra_tags=tags)
-    ev_cfg = gridjobs._config(EvaluateConfig, {**data, "finetune_run_id": ft_id}, context)  # noqa: SLF001
+    ev_cfg = gridjobs.job_config(EvaluateConfig, {**data, "finetune_run_id": ft_id}, context)
     ev_id = jobs.run_evaluate(ev_cfg, study=study, parent_run_id=parent, extra_tags=tags)
     trial.set_user_attr(FINETUNE_RUN_ID, ft_id)
     trial.set_user_attr(EVALUATE_RUN_ID, ev_id)

@@ -122,7 +122,7 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
     if cfg.dry_run:
         return probe.plan
     study, analysis_cfg = probe.study, AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
-    if not probe.pending and jobs._analysis_done(study, analysis_cfg):  # noqa: SLF001
+    if not probe.pending and jobs.analysis_done(study, analysis_cfg):
         logger.info("nothing to do: every job and the analysis are FINISHED")
         return probe.plan
     with writer.open_run(
@@ -150,7 +150,8 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
     return probe.plan
 
 
-def _config(cls, data: dict, context: queue.JobContext):
+def job_config(cls, data: dict, context: queue.JobContext):
+    """A `cls` config from a job's stored config, with the worker's tracking URI and device when it sets them."""
     values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
     if context.tracking_uri:
         values["tracking_uri"] = context.tracking_uri
@@ -180,18 +181,18 @@ def execute(job: dict, context: queue.JobContext) -> list[float]:
         return ablation.run_trial(job, context)
     if job.get("kind") not in ("baseline", "source"):
         raise ValueError(f"unknown job kind {job.get('kind')!r}; valid kinds: baseline, source, ablation")
-    cfg = _config(MainConfig, job["config"], context)
+    cfg = job_config(MainConfig, job["config"], context)
     study = study_for(cfg, context)
     parent = job.get("parent_run_id")
     if job["kind"] == "baseline":
-        jobs.run_baseline(jobs._subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)  # noqa: SLF001
+        jobs.run_baseline(jobs.subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
         return [0.0]
     tags = {names.OPTUNA_STUDY: context.study.study_name, names.OPTUNA_TRIAL: context.trial_number}
     source = Cell.parse(job["source"])
-    ft_cfg = jobs._subconfig(FinetuneConfig, cfg, source=str(source))  # noqa: SLF001
+    ft_cfg = jobs.subconfig(FinetuneConfig, cfg, source=str(source))
     ft_id = jobs.run_finetune(ft_cfg, study=study, parent_run_id=parent, extra_tags=tags)
     context.wait_for_job(job["baseline_key"])
-    ev_cfg = jobs._subconfig(EvaluateConfig, cfg, finetune_run_id=ft_id)  # noqa: SLF001
+    ev_cfg = jobs.subconfig(EvaluateConfig, cfg, finetune_run_id=ft_id)
     ev_id = jobs.run_evaluate(ev_cfg, study=study, parent_run_id=parent, extra_tags=tags)
     return [on_task_gain(source, names.cell_values(reader.get_run(study.tracking_uri, ev_id).data.metrics, names.DELTA))]
 

@@ -291,7 +291,7 @@ def run_evaluate_many(
         else:
             todo.append((ft_run, key))
     if todo:
-        baseline_cfg = _subconfig(BaselineConfig, cfg)
+        baseline_cfg = subconfig(BaselineConfig, cfg)
         baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent)
         base_scores = names.cell_values(reader.get_run(study.tracking_uri, baseline_id).data.metrics, "score")
         model, tokenizer = study.base_model(cfg.device)
@@ -417,16 +417,17 @@ class PlannedJob:
         return f"{self.kind:<9} {self.source or '(base model)'}  run_key={self.key}"
 
 
-def _subconfig(cls, cfg, **extra):
+def subconfig(cls, cfg, **extra):
+    """A `cls` config holding `cfg`'s values of the fields they share, plus `extra`."""
     return cls(**{k: v for k, v in to_dict(cfg).items() if k in cls.__dataclass_fields__}, **extra)
 
 
 def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     """Every job of the study with its run key, computed before any work (all keys are content hashes)."""
     sources = [Cell.parse(text) for text in cfg.sources] or study.cells
-    plan = [PlannedJob("baseline", None, baseline_key(study, _subconfig(BaselineConfig, cfg)))]
+    plan = [PlannedJob("baseline", None, baseline_key(study, subconfig(BaselineConfig, cfg)))]
     for source in sources:
-        ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(source))
+        ft_cfg = subconfig(FinetuneConfig, cfg, source=str(source))
         source_cell(study, ft_cfg)  # unknown source task/language fails here, before any work
         ft_key = finetune_key(study, ft_cfg, source)
         plan += [PlannedJob("finetune", source, ft_key), PlannedJob("evaluate", source, evaluate_key(study, cfg, ft_key))]
@@ -455,7 +456,7 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[Pla
     pending = [job for job in plan if not reader.find_finished(study.tracking_uri, study.experiment_id, job.key)]
     analysis_cfg = AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
     logger.info("%d of %d jobs to run (%d already FINISHED)", len(pending), len(plan), len(plan) - len(pending))
-    if not pending and _analysis_done(study, analysis_cfg):
+    if not pending and analysis_done(study, analysis_cfg):
         logger.info("nothing to do: every job and the analysis are FINISHED")
         if launcher_run_id:
             writer.mark_reused(study.tracking_uri, launcher_run_id, "(all jobs of this study)")
@@ -478,17 +479,18 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list[Pla
 
 def _run_job(study: Study, cfg: MainConfig, job: PlannedJob, finetune_ids: dict, parent: str) -> dict:
     if job.kind == "baseline":
-        run_baseline(_subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
+        run_baseline(subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
         return {}
     if job.kind == "finetune":
-        ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(job.source))
+        ft_cfg = subconfig(FinetuneConfig, cfg, source=str(job.source))
         return {job.source: run_finetune(ft_cfg, study=study, parent_run_id=parent)}
-    ev_cfg = _subconfig(EvaluateConfig, cfg, finetune_run_id=finetune_ids[job.source])
+    ev_cfg = subconfig(EvaluateConfig, cfg, finetune_run_id=finetune_ids[job.source])
     run_evaluate(ev_cfg, study=study, parent_run_id=parent)
     return {}
 
 
-def _analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
+def analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
+    """Whether the analysis of the FINISHED runs `cfg` selects is itself FINISHED already."""
     try:
         _, _, key = analysis_run.analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
     except ValueError:

@@ -222,6 +222,11 @@ def enqueue(study, jobs: Sequence[Job], *, parent_run_id: str | None = None) -> 
     return added, skipped
 
 
+def _trial_id(trial) -> int:
+    """The storage id of a trial (the storage API takes ids; `FrozenTrial` keeps it in `_trial_id`)."""
+    return trial._trial_id  # noqa: SLF001
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -237,17 +242,18 @@ def claim(study):
 
     storage = study._storage  # noqa: SLF001 - the storage API is public; Study has no accessor
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = _trial_id(trial)
         try:
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
+            if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 continue
         except UpdateFinishedTrialError:
             continue
-        storage.record_heartbeat(trial._trial_id)  # noqa: SLF001 - a kill right after the claim is noticed too
-        storage.set_trial_user_attr(trial._trial_id, WORKER, worker_id())  # noqa: SLF001
-        storage.set_trial_user_attr(trial._trial_id, WORKER_PID, os.getpid())  # noqa: SLF001
-        claimed = storage.get_trial(trial._trial_id)  # noqa: SLF001
+        storage.record_heartbeat(trial_id)  # at once: a kill right after the claim is noticed too
+        storage.set_trial_user_attr(trial_id, WORKER, worker_id())
+        storage.set_trial_user_attr(trial_id, WORKER_PID, os.getpid())
+        claimed = storage.get_trial(trial_id)
         if (first := _running_copy(study, claimed)) is not None:
-            storage.set_trial_user_attr(claimed._trial_id, DUPLICATE_OF, first.number)  # noqa: SLF001
+            storage.set_trial_user_attr(trial_id, DUPLICATE_OF, first.number)
             study.tell(claimed.number, state=TrialState.PRUNED)
             logger.info("trial %d duplicates running trial %d of job %s: pruned", claimed.number, first.number,
                         claimed.user_attrs.get(JOB_KEY))
@@ -372,8 +378,7 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
                     time.sleep(cfg.poll_seconds)
                     continue
                 break
-            context = JobContext(study, claimed.number, claimed._trial_id, cfg.tracking_uri, cfg.device, cache,  # noqa: SLF001
-                                 cfg.poll_seconds)
+            context = JobContext(study, claimed.number, _trial_id(claimed), cfg.tracking_uri, cfg.device, cache, cfg.poll_seconds)
             _run_claimed(storage, study, claimed, context, execute, cfg.heartbeat_interval)
             done += 1
             bar.update()
@@ -388,13 +393,13 @@ def _run_claimed(storage, study, trial, context: JobContext, execute, interval: 
     logger.info("trial %d of %s: job %s (%s, attempt %s)", trial.number, study.study_name, trial.user_attrs.get(JOB_KEY),
                 job.get("kind"), trial.user_attrs.get(ATTEMPT, 1))
     try:
-        with heartbeat(storage, trial._trial_id, interval):  # noqa: SLF001
+        with heartbeat(storage, _trial_id(trial), interval):
             values = execute(job, context)
     except BaseException as error:
-        storage.set_trial_user_attr(trial._trial_id, FAILURE_REASON, redact(f"{type(error).__name__}: {error}")[:2000])  # noqa: SLF001
+        storage.set_trial_user_attr(_trial_id(trial), FAILURE_REASON, redact(f"{type(error).__name__}: {error}")[:2000])
         study.tell(trial.number, state=TrialState.FAIL)
         if not isinstance(error, Exception):  # SIGTERM / Ctrl-C: the job is not at fault, give it back
-            StaleJobHandler(context.tracking_uri, max_retries=10**6)(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+            StaleJobHandler(context.tracking_uri, max_retries=10**6)(study, storage.get_trial(_trial_id(trial)))
             raise
         logger.exception("trial %d (job %s) failed", trial.number, trial.user_attrs.get(JOB_KEY))
         return
