@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-FAST_QUEUE = ["--heartbeat_interval", "1", "--grace_period", "3", "--poll_seconds", "0.5"]
+FAST_QUEUE = ["--heartbeat_interval", "1", "--grace_period", "5", "--poll_seconds", "0.5"]
 
 
 def env(**extra) -> dict:
@@ -25,7 +25,7 @@ def env(**extra) -> dict:
 
 
 def start_worker(storage: str, *args: str, log: Path, **extra_env) -> subprocess.Popen:
-    """`python -m entrypoints.worker` with fast heartbeats (1 s, stale after 3 s) and one torch thread."""
+    """`python -m entrypoints.worker` with fast heartbeats (1 s, stale after 5 s) and one torch thread."""
     command = [sys.executable, "-m", "entrypoints.worker", "--storage", storage, "--torch_threads", "1", *FAST_QUEUE, *args]
     return subprocess.Popen(command, env=env(**extra_env), stdout=log.open("w"), stderr=subprocess.STDOUT)
 

@@ -396,14 +396,31 @@ def _run_claimed(storage, study, trial, context: JobContext, execute, interval: 
         with heartbeat(storage, _trial_id(trial), interval):
             values = execute(job, context)
     except BaseException as error:
-        storage.set_trial_user_attr(_trial_id(trial), FAILURE_REASON, redact(f"{type(error).__name__}: {error}")[:2000])
-        study.tell(trial.number, state=TrialState.FAIL)
-        if not isinstance(error, Exception):  # SIGTERM / Ctrl-C: the job is not at fault, give it back
-            StaleJobHandler(context.tracking_uri, max_retries=10**6)(study, storage.get_trial(_trial_id(trial)))
+        if _still_running(storage, trial):
+            storage.set_trial_user_attr(_trial_id(trial), FAILURE_REASON, redact(f"{type(error).__name__}: {error}")[:2000])
+            study.tell(trial.number, state=TrialState.FAIL)
+            if not isinstance(error, Exception):  # SIGTERM / Ctrl-C: the job is not at fault, give it back
+                StaleJobHandler(context.tracking_uri, max_retries=10**6)(study, storage.get_trial(_trial_id(trial)))
+        if not isinstance(error, Exception):
             raise
         logger.exception("trial %d (job %s) failed", trial.number, trial.user_attrs.get(JOB_KEY))
         return
-    study.tell(trial.number, list(values))
+    if _still_running(storage, trial):
+        study.tell(trial.number, list(values))
+
+
+def _still_running(storage, trial) -> bool:
+    """False when another worker failed this trial as stale meanwhile (heartbeats delayed past the grace period).
+
+    The job was enqueued again then; its runs are FINISHED under the same run keys, so the retry reuses them.
+    """
+    from optuna.trial import TrialState
+
+    if storage.get_trial(_trial_id(trial)).state == TrialState.RUNNING:
+        return True
+    logger.warning("trial %d was failed as stale by another worker while it ran; its retry reuses the finished runs",
+                   trial.number)
+    return False
 
 
 def job_table(storage, study_name: str):
