@@ -101,3 +101,25 @@ def test_lora_vs_full_on_two_local_workers(tracking_uri, tmp_path):
     path = client.download_artifacts(run_id, "tables/lora_vs_full.csv", str(tmp_path))
     versus = pd.read_csv(path)
     assert versus["n"].item() == 12 and -1 <= versus["pearson_r"].item() <= 1  # 12 shared target cells
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_mlflow_run_ablation_keeps_the_trials_in_the_launcher_experiment(tracking_uri, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, bin_dir = Path(__file__).resolve().parents[1], Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "src"), env.get("PYTHONPATH", "")])
+    args = [str(bin_dir / "mlflow"), "run", str(root), "-e", "ablation", "--env-manager", "local",
+            "-P", "sources=syn_lookup.xs1", "-P", "ranks=8", "-P", "num_epochs=1", "-P", f"storage=sqlite:///{tmp_path}/o.db"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    client = MlflowClient(tracking_uri)
+    default = client.get_experiment_by_name("Default").experiment_id
+    kinds = sorted(r.data.tags.get("kind") for r in client.search_runs([default]))
+    assert kinds == ["ablation", "baseline", "evaluate", "finetune"]
+    assert client.get_experiment_by_name("transfergrid") is None

@@ -208,3 +208,18 @@ def test_sigterm_gives_the_job_back_at_once(tracking_uri, tmp_path):
     runs = _check_grid(tracking_uri, 1)
     stopped = [r for r in runs if r.info.status != "FINISHED"]
     assert [(r.data.tags["kind"], r.info.status) for r in stopped] == [("finetune", "FAILED")]
+
+
+@pytest.mark.slow
+def test_jobs_land_in_the_experiment_mlflow_run_chose(tracking_uri, tmp_path, monkeypatch):
+    """`mlflow run -e grid` without --experiment-name puts the launcher in `Default`: the workers' runs follow it."""
+    client = MlflowClient(tracking_uri)
+    launcher = client.create_run(client.create_experiment("chosen-by-mlflow-run")).info
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher.run_id)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    grid_entry.main(["--tasks", "syn_lookup", "--languages", "xs1", *_grid_args(storage)])
+    log = tmp_path / "worker.log"
+    hq.wait_all([hq.start_worker(storage, log=log)], [log])
+    runs = client.search_runs([launcher.experiment_id])
+    assert Counter(r.data.tags.get("kind") for r in runs) == {"grid": 1, "baseline": 1, "finetune": 1, "evaluate": 1}
+    assert client.get_experiment_by_name("transfergrid") is None

@@ -101,12 +101,17 @@ def study_name(cfg: AblationConfig, points: list[Point]) -> str:
     return cfg.study_name or f"ablation-{cfg.experiment}-{runkeys.run_key('ablation-space', {'points': [asdict(p) for p in points]})[:8]}"
 
 
-def plan_trials(cfg: AblationConfig, cache: dict) -> tuple[list[Point], list[queue.Job], dict]:
-    """Validate every point and compute its run keys (before any work); returns (points, jobs, studies per model)."""
+def plan_trials(cfg: AblationConfig, cache: dict, launcher_run_id: str | None = None) -> tuple[list[Point], list[queue.Job], dict]:
+    """Validate every point and compute its run keys (before any work); returns (points, jobs, studies per model).
+
+    With an `mlflow run` launcher, every trial's runs go to the launcher's experiment.
+    """
     studies: dict[str, jobs.Study] = {}
     planned = []
     for model in cfg.models or [cfg.model]:
-        studies[model] = cache.setdefault(("ablation", model), jobs.open_study(_config_of(FinetuneConfig, cfg, model=model)))
+        studies[model] = cache.setdefault(
+            ("ablation", model), jobs.open_study(_config_of(FinetuneConfig, cfg, model=model), launcher_run_id)
+        )
     default_source = str(studies[cfg.models[0] if cfg.models else cfg.model].cells[0])
     points = search_space(cfg, default_source)
     for point in points:
@@ -120,7 +125,8 @@ def plan_trials(cfg: AblationConfig, cache: dict) -> tuple[list[Point], list[que
         config = {**_finetune_config(cfg, point), **{k: v for k, v in to_dict(cfg).items() if k in EvaluateConfig.__dataclass_fields__
                                                     and k not in ("finetune_run_id", "finetune_run_ids", "finetune_filter")},
                   "model": point.model, "seed": point.seed, "tracking_uri": study.tracking_uri}
-        payload = {"kind": "ablation", "config": config, "label": label, "point": asdict(point), "params": _params(point)}
+        payload = {"kind": "ablation", "config": config, "label": label, "point": asdict(point), "params": _params(point),
+                   "experiment_id": study.experiment_id}
         planned.append(queue.Job(ft_key, payload, [ft_key, ev_key], study.experiment_id, _params(point)))
     return points, planned, studies
 
@@ -133,7 +139,7 @@ def run_trial(job: dict, context: queue.JobContext) -> list[float]:
     _suggest(trial, job["params"])
     data = job["config"]
     ft_cfg = gridjobs.job_config(FinetuneConfig, data, context)
-    study = gridjobs.study_for(ft_cfg, context)
+    study = gridjobs.study_for(ft_cfg, context, job.get("experiment_id"))
     tags = {names.OPTUNA_STUDY: context.study.study_name, names.OPTUNA_TRIAL: context.trial_number}
     parent = job.get("parent_run_id")
     ft_id = jobs.run_finetune(ft_cfg, study=study, parent_run_id=parent, extra_tags=tags)
@@ -224,7 +230,7 @@ def run_ablation(cfg: AblationConfig, *, launcher_run_id: str | None = None) -> 
     """
     queue.check_storage_url(cfg.storage)
     cache: dict = {}
-    points, planned, studies = plan_trials(cfg, cache)
+    points, planned, studies = plan_trials(cfg, cache, launcher_run_id)
     name = study_name(cfg, points)
     main_study = next(iter(studies.values()))
     key = runkeys.run_key("ablation", {"trials": sorted(job.key for job in planned)})

@@ -40,11 +40,11 @@ def plan_jobs(study: jobs.Study, cfg: GridConfig, plan: list[jobs.PlannedJob]) -
     """The queue jobs of a study plan: the baseline, then one fine-tune + evaluation job per source."""
     config = {k: v for k, v in to_dict(cfg).items() if k not in _QUEUE_FIELDS} | {"tracking_uri": study.tracking_uri}
     baseline = plan[0]
-    out = [queue.Job(baseline.key, {"kind": "baseline", "config": config, "label": f"baseline {study.model.id}"},
-                     [baseline.key], study.experiment_id)]
+    out = [queue.Job(baseline.key, {"kind": "baseline", "config": config, "label": f"baseline {study.model.id}",
+                                    "experiment_id": study.experiment_id}, [baseline.key], study.experiment_id)]
     for finetune, evaluate in zip(plan[1::2], plan[2::2]):
         payload = {"kind": "source", "config": config, "source": str(finetune.source), "baseline_key": baseline.key,
-                   "label": f"{finetune.source} {study.model.id} seed={cfg.seed}"}
+                   "label": f"{finetune.source} {study.model.id} seed={cfg.seed}", "experiment_id": study.experiment_id}
         out.append(queue.Job(finetune.key, payload, [finetune.key, evaluate.key], study.experiment_id))
     return out
 
@@ -67,14 +67,19 @@ class Enqueued:
     to_enqueue: int = 0  # pending jobs not already waiting or running in the queue
 
 
-def enqueue_grid(cfg: GridConfig, *, launcher_run_id: str | None = None, parent_run_id: str | None = None) -> Enqueued:
+def enqueue_grid(
+    cfg: GridConfig, *, launcher_run_id: str | None = None, parent_run_id: str | None = None, study: jobs.Study | None = None
+) -> Enqueued:
     """Validate the grid and enqueue its unfinished jobs in the Optuna study (idempotent).
+
+    Args:
+        study: the study context when the caller has it (the experiment `mlflow run` chose, for instance).
 
     Raises:
         ValueError: a bad storage URL, model, suite or cell (before any work).
     """
     queue.check_storage_url(cfg.storage)
-    study = jobs.open_study(cfg, launcher_run_id)
+    study = study or jobs.open_study(cfg, launcher_run_id)
     plan = jobs.plan_study(study, cfg)
     name = grid_study_name(cfg)
     pending = _pending(study, plan_jobs(study, cfg, plan))
@@ -107,7 +112,7 @@ def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued
     ) as grid:
         grid.log_config(to_dict(cfg))
         grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
-        done = enqueue_grid(cfg, parent_run_id=grid.run_id)
+        done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
         grid.log_metrics({"jobs_total": len(probe.plan), "jobs_enqueued": done.added})
     return done
 
@@ -132,7 +137,7 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
     ) as grid:
         grid.log_config(to_dict(cfg))
         grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
-        done = enqueue_grid(cfg, parent_run_id=grid.run_id)
+        done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
         logger.info("%d jobs enqueued in study %s; starting %d workers", done.added, done.study_name, cfg.workers)
         storage = queue.open_storage(cfg)
         processes = queue.start_workers(cfg.workers, cfg, study_name=done.study_name, tracking_uri=study.tracking_uri)
@@ -160,11 +165,15 @@ def job_config(cls, data: dict, context: queue.JobContext):
     return cls(**values)
 
 
-def study_for(cfg, context: queue.JobContext) -> jobs.Study:
-    """The worker's `jobs.Study` for this config, opened once per process (the base model stays loaded)."""
-    key = (cfg.tracking_uri, cfg.experiment, cfg.model, cfg.suite, tuple(cfg.tasks), tuple(cfg.languages))
+def study_for(cfg, context: queue.JobContext, experiment_id: str | None) -> jobs.Study:
+    """The worker's `jobs.Study` for this config, opened once per process (the base model stays loaded).
+
+    `experiment_id` (stored with the job) keeps the runs in the experiment the grid was enqueued from,
+    e.g. the one `mlflow run` chose, whatever `experiment` says.
+    """
+    key = (cfg.tracking_uri, experiment_id or cfg.experiment, cfg.model, cfg.suite, tuple(cfg.tasks), tuple(cfg.languages))
     if key not in context.cache:
-        context.cache[key] = jobs.open_study(cfg)
+        context.cache[key] = jobs.open_study(cfg, experiment_id=experiment_id)
     return context.cache[key]
 
 
@@ -182,7 +191,7 @@ def execute(job: dict, context: queue.JobContext) -> list[float]:
     if job.get("kind") not in ("baseline", "source"):
         raise ValueError(f"unknown job kind {job.get('kind')!r}; valid kinds: baseline, source, ablation")
     cfg = job_config(MainConfig, job["config"], context)
-    study = study_for(cfg, context)
+    study = study_for(cfg, context, job.get("experiment_id"))
     parent = job.get("parent_run_id")
     if job["kind"] == "baseline":
         jobs.run_baseline(jobs.subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)

@@ -49,19 +49,19 @@ class Study:
         return self.models[self.model.id]
 
 
-def open_study(cfg: StudyConfig, launcher_run_id: str | None = None) -> Study:
+def open_study(cfg: StudyConfig, launcher_run_id: str | None = None, experiment_id: str | None = None) -> Study:
     """Validate the suite, grid selection and model, and resolve the experiment, before any heavy work.
 
-    When launched by `mlflow run`, the study lives in the experiment MLflow put the launcher run in.
+    When launched by `mlflow run`, the study lives in the experiment MLflow put the launcher run in; a
+    queued job passes the `experiment_id` its grid was enqueued from.
     """
     suite = get_suite(cfg.suite)
     cells = suite_cells(suite, cfg.tasks, cfg.languages)
     model = resolve_model(cfg.model)
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
-    if launcher_run_id:
-        experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
-    else:
-        experiment_id = writer.ensure_experiment(uri, cfg.experiment)
+    if not experiment_id:
+        experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
+                         else writer.ensure_experiment(uri, cfg.experiment))
     return Study(uri, experiment_id, suite, model, cells)
 
 
