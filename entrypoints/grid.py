@@ -23,9 +23,12 @@ def main(argv: list[str] | None = None) -> gridjobs.Enqueued:
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")
     with cli.user_errors():
         done = gridjobs.run_grid(cfg, launcher_run_id=launcher_run_id())
-    print("\n".join(f"  {job}" for job in done.plan) if cfg.dry_run else "")
-    print(f"{done.added} jobs enqueued ({done.pending} not FINISHED) in Optuna study {done.study_name!r} "
-          f"on {redact(queue.check_storage_url(cfg.storage))}")
+    where = f"Optuna study {done.study_name!r} on {redact(queue.check_storage_url(cfg.storage))}"
+    if cfg.dry_run:
+        print("\n".join(f"  {job}" for job in done.plan))
+        print(f"dry run: {done.to_enqueue} jobs (for the {len(done.plan)} planned runs) would be enqueued in {where}")
+        return done
+    print(f"{done.added} jobs enqueued ({done.pending} not FINISHED) in {where}")
     print(f"start workers: python -m entrypoints.worker --study_name {done.study_name} --storage <storage URL>")
     return done
 
