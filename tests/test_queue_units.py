@@ -60,3 +60,16 @@ def test_status_of_an_unknown_study_exits_2_listing_the_studies(tmp_path, capsys
         status_entry.main(["--storage", storage, "--study_name", "grid-transfergrd", "--tracking_uri", f"sqlite:///{tmp_path}/m.db"])
     assert exit_info.value.code == 2
     assert "unknown study 'grid-transfergrd' (did you mean 'grid-transfergrid'?)" in capsys.readouterr().err
+
+
+def test_a_job_enqueued_twice_at_once_runs_once(tmp_path):
+    """Two enqueuers racing can both add a job; the copy claimed while the first runs is pruned, not run."""
+    study = queue.open_study(queue.open_storage(QueueConfig(storage=f"sqlite:///{tmp_path / 'optuna.db'}")), "dup")
+    for _ in range(2):  # what two `grid` processes starting together may do
+        study.enqueue_trial({}, user_attrs={queue.JOB_KEY: "k", queue.JOB: {"kind": "fake"}})
+    first = queue.claim(study)
+    assert first is not None and first.number == 0
+    assert queue.claim(study) is None  # the copy was claimed, found running elsewhere, and pruned
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {0: "RUNNING", 1: "PRUNED"} and study.get_trials()[1].user_attrs[queue.DUPLICATE_OF] == 0
+    assert queue.live_job_keys(study) == {"k"}
