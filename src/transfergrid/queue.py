@@ -179,11 +179,13 @@ def failure_reason(trial) -> str:
 
 
 def _latest_attempts(study) -> dict[str, object]:
-    """job_key -> its newest trial (the latest attempt)."""
+    """job_key -> its newest trial (the latest attempt); pruned duplicate copies do not count."""
     latest = {}
     for trial in study.get_trials(deepcopy=False):
         key = trial.user_attrs.get(JOB_KEY)
-        if key is not None and (key not in latest or trial.number > latest[key].number):
+        if key is None or DUPLICATE_OF in trial.user_attrs:
+            continue
+        if key not in latest or trial.number > latest[key].number:
             latest[key] = trial
     return latest
 
