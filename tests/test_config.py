@@ -50,7 +50,7 @@ def test_empty_value_means_default():
         (["--learning_rate", "-1"], "learning_rate must be > 0"),
         (["--source", "nodot"], "invalid cell 'nodot'"),
         (["--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' not found"),
-        (["--recipe", "qlora"], "unknown recipe 'qlora'; valid recipes: lora"),
+        (["--recipe", "qlora"], "unknown recipe 'qlora' (did you mean 'lora'?); valid recipes: lora, full"),
     ],
 )
 def test_bad_values_name_the_value(argv, message):

@@ -17,6 +17,10 @@ ENTRY_CONFIGS = {
     "analysis": config.AnalysisConfig,
     "import_results": config.ImportConfig,
     "prefetch": config.StudyConfig,
+    "grid": config.GridConfig,
+    "worker": config.WorkerConfig,
+    "status": config.StatusConfig,
+    "ablation": config.AblationConfig,
 }
 
 

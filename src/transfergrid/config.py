@@ -19,6 +19,8 @@ import yaml
 from transfergrid.grid import Cell, suggest
 
 PAPER_SEEDS = (17, 42, 101)
+RECIPES = ("lora", "full")
+ALPHA_RULES = ("2r", "rslora")  # ablation: alpha = 2r (the paper), or rsLoRA scaling alpha/sqrt(r) with alpha = 2r
 SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -26,7 +28,7 @@ SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 class LoraConfig:
     """LoRA adapter (SPEC 1.5): r=32, alpha=2r, dropout 0, all seven projection modules."""
 
-    recipe: str = "lora"  # only LoRA for now; full fine-tuning (SPEC 1.18) comes with the ablation work
+    recipe: str = "lora"  # lora | full (SPEC 1.18: every weight trained, no PEFT; the lora_* fields are unused)
     lora_r: int = 32
     lora_alpha: float | None = None  # None: 2 * lora_r, as the paper
     lora_dropout: float = 0.0
@@ -34,8 +36,8 @@ class LoraConfig:
     use_rslora: bool = False
 
     def __post_init__(self) -> None:
-        if self.recipe != "lora":
-            raise ValueError(f"unknown recipe {self.recipe!r}; valid recipes: lora")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}{suggest(self.recipe, RECIPES)}; valid recipes: {', '.join(RECIPES)}")
         if self.lora_r <= 0:
             raise ValueError(f"lora_r must be a positive integer, got {self.lora_r}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -155,8 +157,27 @@ class EvaluateConfig(StudyConfig, EvalConfig):
 
 
 @dataclass
-class MainConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig):
-    """`main`: baselines, every source's fine-tune and evaluation, then the analysis."""
+class QueueConfig:
+    """Where jobs wait (an Optuna RDB storage) and how a dead worker is noticed (heartbeats)."""
+
+    storage: str = ""  # Optuna storage URL; empty: sqlite:///<cwd>/optuna.db (a team: postgresql://...)
+    study_name: str = ""  # empty: grid-<experiment> / ablation-<experiment>-<hash of the search space>
+    heartbeat_interval: int = 30  # seconds between a running job's heartbeats
+    grace_period: int = 120  # seconds without a heartbeat after which a job counts as dead and is retried
+    max_retries: int = 2  # retries of a job whose worker died; then the job stays FAILED with the reason
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval <= 0 or self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"need 0 < heartbeat_interval < grace_period, got {self.heartbeat_interval} and {self.grace_period}"
+            )
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+
+
+@dataclass
+class GridConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig):
+    """`grid`: enqueue the study's jobs (baseline, one fine-tune + evaluation per source) for `worker`s."""
 
     sources: list[str] = field(default_factory=list)  # empty: every selected cell
     dry_run: bool = False
@@ -166,6 +187,75 @@ class MainConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig):
         LoraConfig.__post_init__(self)
         TrainConfig.__post_init__(self)
         EvalConfig.__post_init__(self)
+        QueueConfig.__post_init__(self)
+        for text in self.sources:
+            Cell.parse(text)
+
+
+@dataclass
+class MainConfig(GridConfig):
+    """`main`: baselines, every source's fine-tune and evaluation, then the analysis."""
+
+    workers: int = 0  # 0: every job in this process; N: enqueue, start N local worker processes, wait
+
+    def __post_init__(self) -> None:
+        GridConfig.__post_init__(self)
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass
+class WorkerConfig(QueueConfig):
+    """`worker`: claim enqueued jobs from the storage and run them until none is left."""
+
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the URI the job was enqueued with
+    device: str | None = None
+    max_jobs: int = 0  # 0: no limit
+    torch_threads: int = 0  # 0: torch's default; `main --workers N` starts workers with 1 thread each
+    wait: bool = True  # keep polling while other workers' jobs run (a dead one's job may come back)
+    poll_seconds: float = 2.0
+
+
+@dataclass
+class StatusConfig:
+    """`status`: progress of the enqueued jobs (Optuna storage) and of their runs (tracking server)."""
+
+    storage: str = ""  # empty: sqlite:///<cwd>/optuna.db
+    study_name: str = ""  # empty: every study in the storage
+    tracking_uri: str | None = None
+    experiment: str = "transfergrid"
+
+
+@dataclass
+class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig):
+    """`ablation`: an Optuna study over LoRA rank, recipe, alpha rule and learning rate (SPEC 1.17, 1.18)."""
+
+    ranks: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    recipes: list[str] = field(default_factory=lambda: ["lora"])  # add `full` for SPEC 1.18
+    alpha_rules: list[str] = field(default_factory=lambda: ["2r"])  # 2r | rslora
+    learning_rates: list[float] = field(default_factory=list)  # empty: learning_rate
+    models: list[str] = field(default_factory=list)  # empty: model
+    sources: list[str] = field(default_factory=list)  # empty: the first selected cell
+    seeds: list[int] = field(default_factory=list)  # empty: seed
+    workers: int = 0  # 0: trials run in this process; N: N local worker processes
+
+    def __post_init__(self) -> None:
+        LoraConfig.__post_init__(self)
+        TrainConfig.__post_init__(self)
+        EvalConfig.__post_init__(self)
+        QueueConfig.__post_init__(self)
+        for name, values, valid in (("recipes", self.recipes, RECIPES), ("alpha_rules", self.alpha_rules, ALPHA_RULES)):
+            if not values:
+                raise ValueError(f"{name} is empty; valid values: {', '.join(valid)}")
+            for value in values:
+                if value not in valid:
+                    raise ValueError(f"unknown {name[:-1]} {value!r}{suggest(value, valid)}; valid: {', '.join(valid)}")
+        if not self.ranks or any(r <= 0 for r in self.ranks):
+            raise ValueError(f"ranks must be positive integers, got {self.ranks}")
+        if any(lr <= 0 for lr in self.learning_rates):
+            raise ValueError(f"learning_rates must be > 0, got {self.learning_rates}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         for text in self.sources:
             Cell.parse(text)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 REGIMES = ("MT-ML", "MT-CL", "CT-ML", "CT-CL")
 TRANSFER_REGIMES = ("MT-CL", "CT-ML", "CT-CL")
@@ -103,3 +103,28 @@ def select_cells(
             f"select no cell; available tasks: {', '.join(tasks)}; languages: {', '.join(all_languages)}"
         )
     return cells
+
+
+def on_task_gain(source: Cell, deltas: Mapping[Cell, float]) -> float:
+    """On-task gain of a fine-tune (pp): the mean of its MT-ML Δ and its mean MT-CL Δ (the ablation's objective 1).
+
+    Args:
+        source: the cell trained on.
+        deltas: target cell -> Δ (pp).
+
+    Raises:
+        ValueError: no target of the source's task was evaluated.
+    """
+    groups: dict[str, list[float]] = {}
+    for cell, delta in deltas.items():
+        groups.setdefault(regime(source, cell), []).append(delta)
+    means = [sum(groups[r]) / len(groups[r]) for r in ("MT-ML", "MT-CL") if groups.get(r)]
+    if not means:
+        raise ValueError(f"no target of task {source.task!r} was evaluated: the on-task gain of {source} is undefined")
+    return sum(means) / len(means)
+
+
+def off_task_harm_rate(source: Cell, deltas: Mapping[Cell, float]) -> float:
+    """Share (%) of off-task targets (CT-ML, CT-CL) with Δ <= HARM_THRESHOLD_PP (objective 2); 0 when none."""
+    off = [d for cell, d in deltas.items() if cell.task != source.task]
+    return 100.0 * sum(d <= HARM_THRESHOLD_PP for d in off) / len(off) if off else 0.0

@@ -54,14 +54,16 @@ def study_models(cfg: StudyConfig, suite: Suite) -> list[str]:
     return [cfg.model] if cfg.model else list(suite.models)
 
 
-def open_study(cfg: StudyConfig, launcher_run_id: str | None = None, *, check_hub: bool = True) -> Study:
+def open_study(
+    cfg: StudyConfig, launcher_run_id: str | None = None, experiment_id: str | None = None, *, check_hub: bool = True
+) -> Study:
     """Validate the suite, grid selection and model, and resolve the experiment, before any heavy work.
 
     Suite defaults are resolved into `cfg` (an empty `model` becomes the suite's single default model,
     an unset `chat_template` the suite's choice), so the logged config is the resolved one. With
     `check_hub`, Hub models and datasets that cannot be had (no network, not cached) fail here, in
     seconds (`hub.HubUnavailable`). When launched by `mlflow run`, the study lives in the experiment
-    MLflow put the launcher run in.
+    MLflow put the launcher run in; a queued job passes the `experiment_id` its grid was enqueued from.
     """
     from transfergrid import hub
 
@@ -84,10 +86,9 @@ def open_study(cfg: StudyConfig, launcher_run_id: str | None = None, *, check_hu
             suite=cfg.suite, model_arg=model.id,
         )
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
-    if launcher_run_id:
-        experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
-    else:
-        experiment_id = writer.ensure_experiment(uri, cfg.experiment)
+    if not experiment_id:
+        experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
+                         else writer.ensure_experiment(uri, cfg.experiment))
     return Study(uri, experiment_id, suite, model, cells)
 
 
@@ -120,6 +121,8 @@ def baseline_key(study: Study, cfg: BaselineConfig) -> str:
 def finetune_key(study: Study, cfg: FinetuneConfig, source: Cell) -> str:
     """Run key of one fine-tune: model, source cell and its data version, recipe, seed."""
     recipe = {k: v for k, v in to_dict(cfg).items() if k in _RECIPE_FIELDS}
+    if cfg.recipe == "full":  # no adapter: the LoRA fields do not change the result
+        recipe = {k: v for k, v in recipe.items() if k not in _LORA_FIELDS}
     if cfg.limit is not None:
         recipe["limit"] = cfg.limit
     return runkeys.run_key(
@@ -133,6 +136,7 @@ def evaluate_key(study: Study, cfg: EvalConfig, finetune_run_key: str) -> str:
     return runkeys.run_key("evaluate", {"finetune": finetune_run_key, **_eval_payload(study, cfg)})
 
 
+_LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora")
 _RECIPE_FIELDS = (
     "recipe lora_r lora_alpha lora_dropout target_modules use_rslora learning_rate num_epochs warmup_ratio "
     "batch_size weight_decay max_grad_norm"
@@ -222,9 +226,14 @@ def source_cell(study: Study, cfg: FinetuneConfig) -> Cell:
 
 
 def run_finetune(
-    cfg: FinetuneConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+    cfg: FinetuneConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None,
+    extra_tags: dict | None = None,
 ) -> str:
-    """LoRA fine-tune on one source cell; logs curves per step and the adapter; returns the run id."""
+    """Fine-tune on one source cell (LoRA, or every weight with recipe `full`); returns the run id.
+
+    Logs the curves per step and the adapter under `adapter/` (the whole model under `model/` for `full`).
+    `extra_tags` (e.g. the Optuna study and trial of a queued job) are set on a new run only.
+    """
     study = study or open_study(cfg, launcher_run_id)
     source = source_cell(study, cfg)
     key = finetune_key(study, cfg, source)
@@ -232,16 +241,19 @@ def run_finetune(
         return done
     from transfergrid.training import train_adapter
 
+    full = cfg.recipe == "full"
     tags = {
-        **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
-        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language,
+        **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: None if full else cfg.lora_r,
+        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, **(extra_tags or {}),
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="finetune", tags=tags,
-        run_name=f"finetune {source} r={cfg.lora_r} seed={cfg.seed}", parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
+        run_name=f"finetune {source} {'full' if full else f'r={cfg.lora_r}'} seed={cfg.seed}",
+        parent_run_id=parent_run_id, adopt_run_id=launcher_run_id,
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ft-") as tmp:
         run.log_config(to_dict(cfg))
         run.log_params(_params(cfg))
+        _fault_injection_pause()
         train_items = study.suite.items(source, "train")[: cfg.limit]
         validation_items = study.suite.items(source, "validation")[: cfg.limit]
         model, tokenizer = load_model(study.model, cfg.device)  # fresh copy: LoRA wraps it in place
@@ -256,8 +268,21 @@ def run_finetune(
                 "train_tokens_per_second": result.tokens_per_second,
             }
         )
-        run.log_dir(result.adapter_dir, names.ADAPTER_DIR)
+        run.log_dir(result.adapter_dir, names.FULL_MODEL_DIR if full else names.ADAPTER_DIR)
         return run.run_id
+
+
+FAULT_SLEEP_ENV = "TRANSFERGRID_FAULT_SLEEP_S"  # tests: a worker sleeps inside its finetune run, to be killed there
+
+
+def _fault_injection_pause() -> None:
+    """Sleep `$TRANSFERGRID_FAULT_SLEEP_S` seconds with the finetune run open (fault-injection tests only)."""
+    import os
+    import time
+
+    if seconds := float(os.environ.get(FAULT_SLEEP_ENV) or 0):
+        logger.warning("fault injection: sleeping %.0f s inside the finetune run", seconds)
+        time.sleep(seconds)
 
 
 def _curve_names(metrics: dict[str, float]) -> dict[str, float]:
@@ -270,17 +295,21 @@ def _curve_names(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def run_evaluate(
-    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None,
+    extra_tags: dict | None = None,
 ) -> str:
     """Evaluate one finetune run's adapter on every cell, with Δ against the matching baseline.
 
     Returns the first evaluate run id of `run_evaluate_many` (the only one unless `cfg` names several).
     """
-    return run_evaluate_many(cfg, study=study, parent_run_id=parent_run_id, launcher_run_id=launcher_run_id)[0]
+    return run_evaluate_many(
+        cfg, study=study, parent_run_id=parent_run_id, launcher_run_id=launcher_run_id, extra_tags=extra_tags
+    )[0]
 
 
 def run_evaluate_many(
-    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
+    cfg: EvaluateConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None,
+    extra_tags: dict | None = None,
 ) -> list[str]:
     """Evaluate every selected finetune run's adapter on one loaded base model, swapping PEFT adapters.
 
@@ -307,29 +336,32 @@ def run_evaluate_many(
         else:
             todo.append((ft_run, key))
     if todo:
-        baseline_cfg = _subconfig(BaselineConfig, cfg)
+        baseline_cfg = subconfig(BaselineConfig, cfg)
         baseline_id = run_baseline(baseline_cfg, study=study, parent_run_id=parent)
         base_scores = names.cell_values(reader.get_run(study.tracking_uri, baseline_id).data.metrics, "score")
         model, tokenizer = study.base_model(cfg.device)
+        run_args = {"parent_run_id": parent, "adopt_run_id": adopt, "extra_tags": extra_tags}
         with AdapterHost(model) as host:
             for ft_run, key in todo:
-                run_ids[ft_run.info.run_id] = _evaluate_one(
-                    study, cfg, host, ft_run, key, (baseline_id, base_scores), parent_run_id=parent, adopt_run_id=adopt
-                )
+                run_ids[ft_run.info.run_id] = _evaluate_one(study, cfg, host, ft_run, key, (baseline_id, base_scores), **run_args)
             study.models[study.model.id] = (host.close(), tokenizer)
-        logger.info("evaluated %d adapters on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
+        logger.info("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
     return [run_ids[run.info.run_id] for run in ft_runs]
 
 
-def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, baseline: tuple, **run_args) -> str:
-    """One evaluate run: download the adapter, activate it on the shared base, score, log Δ."""
+def _evaluate_one(
+    study: Study, cfg: EvaluateConfig, host, ft_run, key: str, baseline: tuple, *, extra_tags: dict | None = None, **run_args
+) -> str:
+    """One evaluate run: download the adapter, activate it on the shared base (or load a full fine-tune), score, log Δ."""
     baseline_id, base_scores = baseline
     source = Cell(ft_run.data.tags[names.SOURCE_TASK], ft_run.data.tags[names.SOURCE_LANGUAGE])
+    full = ft_run.data.tags.get(names.RECIPE) == "full"
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
         names.LORA_R: ft_run.data.tags.get(names.LORA_R), names.SOURCE_TASK: source.task,
         names.SOURCE_LANGUAGE: source.language, names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
         names.EVAL_PROTOCOL: cfg.protocol,
+        **(extra_tags or {}),
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="evaluate", tags=tags,
@@ -337,8 +369,10 @@ def _evaluate_one(study: Study, cfg: EvaluateConfig, host, ft_run, key: str, bas
     ) as run, tempfile.TemporaryDirectory(prefix="transfergrid-ev-") as tmp:
         run.log_config({**to_dict(cfg), "finetune_run_id": ft_run.info.run_id})
         run.log_params(_params(cfg))
-        adapter = reader.download_artifacts(study.tracking_uri, ft_run.info.run_id, names.ADAPTER_DIR, Path(tmp))
-        result = _evaluate_adapter(study, cfg, host, adapter, label=f"evaluate {source}")
+        artifact = names.FULL_MODEL_DIR if full else names.ADAPTER_DIR
+        weights = reader.download_artifacts(study.tracking_uri, ft_run.info.run_id, artifact, Path(tmp))
+        evaluate = _evaluate_full if full else _evaluate_adapter
+        result = evaluate(study, cfg, host, weights, label=f"evaluate {source}")
         for cell, values in result.metrics.items():
             values[names.DELTA] = 100.0 * (values["score"] - base_scores[cell])
         _log_evaluation(run, result)
@@ -353,6 +387,24 @@ def _evaluate_adapter(study: Study, cfg: EvalConfig, host, adapter_dir: Path, la
     _, tokenizer = study.base_model(getattr(cfg, "device", None))
     result = _score(study, cfg, peft_model, tokenizer, progress=label)
     result.swap_seconds = host.swap_seconds - swapped
+    return result
+
+
+def _evaluate_full(study: Study, cfg: EvalConfig, host, model_dir: Path, label: str):
+    """Load a full fine-tune's weights (recipe `full`, SPEC 1.18) and evaluate them; the shared base is untouched."""
+    from transformers import AutoModelForCausalLM
+
+    from transfergrid.evaluation import evaluate_cells
+
+    base, tokenizer = study.base_model(getattr(cfg, "device", None))
+    param = next(base.parameters())
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=param.dtype).to(param.device)
+    model.eval()
+    result = evaluate_cells(
+        model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
+        chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
+    )
+    result.swap_seconds = 0.0
     return result
 
 
@@ -407,7 +459,8 @@ class PlannedJob:
         return f"{self.kind:<9} {self.model}  {self.source or '(base model)'}  run_key={self.key}"
 
 
-def _subconfig(cls, cfg, **extra):
+def subconfig(cls, cfg, **extra):
+    """A `cls` config holding `cfg`'s values of the fields they share, plus `extra`."""
     return cls(**{k: v for k, v in to_dict(cfg).items() if k in cls.__dataclass_fields__}, **extra)
 
 
@@ -415,9 +468,9 @@ def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     """Every job of the study with its run key, computed before any work (all keys are content hashes)."""
     sources = [Cell.parse(text) for text in cfg.sources] or study.cells
     model = study.model.id
-    plan = [PlannedJob("baseline", None, baseline_key(study, _subconfig(BaselineConfig, cfg)), model)]
+    plan = [PlannedJob("baseline", None, baseline_key(study, subconfig(BaselineConfig, cfg)), model)]
     for source in sources:
-        ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(source))
+        ft_cfg = subconfig(FinetuneConfig, cfg, source=str(source))
         source_cell(study, ft_cfg)  # unknown source task/language fails here, before any work
         ft_key = finetune_key(study, ft_cfg, source)
         plan += [PlannedJob("finetune", source, ft_key, model), PlannedJob("evaluate", source, evaluate_key(study, cfg, ft_key), model)]
@@ -429,7 +482,8 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
 
     Without `--model`, every default model of the suite in turn (the paper's nine), one grid run each
     (an `mlflow run` launcher run becomes the first model's grid run). Jobs whose run key is already
-    FINISHED are skipped; when nothing is left to do, no run is created.
+    FINISHED are skipped; when nothing is left to do, no run is created. With `cfg.workers` > 0 the jobs
+    go through the queue instead (`gridjobs.run_main_on_workers`).
 
     Returns:
         The plan (for `--dry_run`, nothing else happens).
@@ -445,6 +499,10 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
             for i, model in enumerate(models)
             for job in run_main(replace(cfg, model=model), launcher_run_id=launcher_run_id, adopt=i == 0)
         ]
+    if cfg.workers and not cfg.dry_run:  # the queue: N local worker processes claim the jobs from the Optuna storage
+        from transfergrid import gridjobs
+
+        return gridjobs.run_main_on_workers(cfg, launcher_run_id=launcher_run_id if adopt else None)
     study = open_study(cfg, launcher_run_id, check_hub=not cfg.dry_run)
     launcher_run_id = launcher_run_id if adopt else None
     plan = plan_study(study, cfg)
@@ -453,7 +511,7 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
     pending = [job for job in plan if not reader.find_finished(study.tracking_uri, study.experiment_id, job.key)]
     analysis_cfg = AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
     logger.info("%d of %d jobs to run (%d already FINISHED)", len(pending), len(plan), len(plan) - len(pending))
-    if not pending and _analysis_done(study, analysis_cfg):
+    if not pending and analysis_done(study, analysis_cfg):
         logger.info("nothing to do: every job and the analysis are FINISHED")
         if launcher_run_id:
             writer.mark_reused(study.tracking_uri, launcher_run_id, "(all jobs of this study)")
@@ -494,17 +552,18 @@ def describe_plan(cfg: MainConfig, plan: list[PlannedJob]) -> str:
 
 def _run_job(study: Study, cfg: MainConfig, job: PlannedJob, finetune_ids: dict, parent: str) -> dict:
     if job.kind == "baseline":
-        run_baseline(_subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
+        run_baseline(subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
         return {}
     if job.kind == "finetune":
-        ft_cfg = _subconfig(FinetuneConfig, cfg, source=str(job.source))
+        ft_cfg = subconfig(FinetuneConfig, cfg, source=str(job.source))
         return {job.source: run_finetune(ft_cfg, study=study, parent_run_id=parent)}
-    ev_cfg = _subconfig(EvaluateConfig, cfg, finetune_run_id=finetune_ids[job.source])
+    ev_cfg = subconfig(EvaluateConfig, cfg, finetune_run_id=finetune_ids[job.source])
     run_evaluate(ev_cfg, study=study, parent_run_id=parent)
     return {}
 
 
-def _analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
+def analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
+    """Whether the analysis of the FINISHED runs `cfg` selects is itself FINISHED already."""
     try:
         _, _, key, _ = analysis_run.analysis_inputs(study.tracking_uri, study.experiment_id, cfg)
     except ValueError:

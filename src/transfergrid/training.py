@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ADAPTER_DIRNAME = "adapter"
+FULL_MODEL_DIRNAME = "model"
 CHECKPOINTS_DIRNAME = "checkpoints"
 OnLog = Callable[[dict[str, float], int], None]
 
@@ -223,6 +224,22 @@ def _lora_wrapped(model, lora: LoraConfig) -> Iterator["peft.PeftModel"]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _fully_trainable(model) -> Iterator:
+    """Full fine-tuning (SPEC 1.18, recipe `full`): every weight trainable; the model is changed in place.
+
+    The caller passes a model it will not reuse as the base (`run_finetune` loads a fresh copy).
+    """
+    was_training = model.training
+    for p in model.parameters():
+        p.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        vars(model).pop("forward", None)  # TRL's patched forward; the trained weights stay
+        model.train(was_training)
+
+
 def _best_eval(history: list[dict], best_step: int | None) -> tuple[float, float]:
     """(epoch, eval_loss) of the checkpoint the trainer kept, read from its log history."""
     evals = [h for h in history if "eval_loss" in h]
@@ -293,13 +310,19 @@ def train_adapter(
         progress: show the trainer's progress bars.
         callbacks: extra `transformers.TrainerCallback`s (e.g. an Optuna pruning callback).
 
+    With `lora.recipe == "full"` (SPEC 1.18) no adapter is made: every weight of `model` is trained in
+    place and the best epoch's whole model is saved to `output_dir/model` (`TrainResult.adapter_dir`);
+    load it with `AutoModelForCausalLM.from_pretrained`.
+
     Returns:
         The adapter directory, the best epoch and its validation loss, the log history and speed.
 
     Raises:
         ValueError: empty train or validation items, or a LoRA target module the model lacks.
     """
-    check_target_modules(model, lora.target_modules)  # before the slow imports: fail fast
+    full = lora.recipe == "full"
+    if not full:
+        check_target_modules(model, lora.target_modules)  # before the slow imports: fail fast
     train_dataset = build_dataset(train_items, fmt, tokenizer, "train")
     eval_dataset = build_dataset(validation_items, fmt, tokenizer, "validation")
 
@@ -313,12 +336,13 @@ def train_adapter(
     args = sft_config(train, seed=seed, output_dir=output_dir, progress=progress, cuda=cuda)
     forwarders = [_log_forwarder(on_log)] if on_log is not None else []
     logger.info(
-        "training LoRA r=%d on %d examples (%d validation), %s epochs, seed %d, %s",
-        lora.lora_r, len(train_dataset), len(eval_dataset), train.num_epochs, seed, "cuda" if cuda else "cpu",
+        "training %s on %d examples (%d validation), %s epochs, seed %d, %s",
+        "all weights (full fine-tuning)" if full else f"LoRA r={lora.lora_r}", len(train_dataset), len(eval_dataset),
+        train.num_epochs, seed, "cuda" if cuda else "cpu",
     )
 
     set_seed(seed)  # before the adapter exists: its A matrices are drawn at random
-    with _lora_wrapped(model, lora) as peft_model:
+    with (_fully_trainable(model) if full else _lora_wrapped(model, lora)) as peft_model:
         trainer = SFTTrainer(
             model=peft_model,
             args=args,
@@ -335,8 +359,8 @@ def train_adapter(
         start = time.perf_counter()
         trainer.train()  # ends with the best epoch's adapter loaded (load_best_model_at_end)
         seconds = time.perf_counter() - start
-        adapter_dir = output_dir / ADAPTER_DIRNAME
-        peft_model.save_pretrained(adapter_dir)
+        adapter_dir = output_dir / (FULL_MODEL_DIRNAME if full else ADAPTER_DIRNAME)
+        peft_model.save_pretrained(adapter_dir)  # full: the whole model (config + safetensors), from_pretrained-able
         history = [dict(h) for h in trainer.state.log_history]
         best_step = trainer.state.best_global_step
 

@@ -29,6 +29,9 @@ REUSED_RUN_ID = "reused_run_id"
 PARENT_RUN_ID = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"
 EVAL_PROTOCOL = "eval_protocol"  # on baseline/evaluate runs: loglikelihood | cot
+OPTUNA_STUDY = "optuna_study"  # on runs of queued jobs and ablation trials: the Optuna study name
+OPTUNA_TRIAL = "optuna_trial_number"  # ... and the trial number
+OPTUNA_STORAGE = "optuna_storage"  # on grid/ablation runs: the storage URL, password masked
 IMPORTED_FROM = "imported_from"  # on runs made by `import_results`: "<file name> sha256:<hash>"
 
 KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")
@@ -37,6 +40,7 @@ KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")
 CONFIG_ARTIFACT = "config.yaml"
 PREDICTIONS_ARTIFACT = "predictions.parquet"
 ADAPTER_DIR = "adapter"
+FULL_MODEL_DIR = "model"  # a full fine-tune's weights (recipe `full`), loadable with from_pretrained
 
 # Per-target metric families on baseline/evaluate runs.
 CELL_METRICS = ("score", "acc", "acc_norm")

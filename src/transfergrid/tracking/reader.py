@@ -30,6 +30,30 @@ def find_finished(tracking_uri: str, experiment_id: str, run_key: str) -> str | 
     return runs[0].info.run_id if runs else None
 
 
+def running_run_ids(tracking_uri: str, experiment_id: str, run_key: str) -> list[str]:
+    """Ids of the RUNNING runs with `run_key` (e.g. left behind by a worker that was killed)."""
+    runs = _client(tracking_uri).search_runs(
+        [experiment_id], filter_string=f"tags.{names.RUN_KEY} = '{run_key}' and attributes.status = 'RUNNING'"
+    )
+    return [run.info.run_id for run in runs]
+
+
+def run_counts(tracking_uri: str, experiment_id: str, kinds: tuple[str, ...]) -> pd.DataFrame:
+    """Runs per (kind, status) in the experiment: columns `kind, status, runs`."""
+    rows = []
+    for kind in kinds:
+        frame = _search_frame(tracking_uri, [experiment_id], f"tags.{names.KIND} = '{kind}'")
+        for status, count in (frame["status"].value_counts().items() if not frame.empty else []):
+            rows.append({"kind": kind, "status": status, "runs": int(count)})
+    return pd.DataFrame(rows, columns=["kind", "status", "runs"])
+
+
+def experiment_id(tracking_uri: str, name: str) -> str | None:
+    """Id of the experiment `name`, or None when it does not exist."""
+    experiment = _client(tracking_uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment is not None else None
+
+
 def finished_run_keys(tracking_uri: str, experiment_id: str, kinds: tuple[str, ...]) -> dict[str, str]:
     """`run_key` -> id of the newest FINISHED run with that key, over runs of `kinds`, in one paged search per kind.
 

@@ -19,6 +19,7 @@ from typing import Iterator, Mapping
 import yaml
 
 from transfergrid.grid import Cell
+from transfergrid.redact import redact
 from transfergrid.tracking import names
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def launcher_run_id() -> str | None:
 
 
 def _clean(value) -> str:
-    return str(value)[:5000]
+    """A tag or param value: passwords in URLs masked (credentials are never logged), at most 5000 chars."""
+    return redact(value)[:5000]
 
 
 class RunWriter:
@@ -126,7 +128,7 @@ class RunWriter:
         """Write `text` to an artifact file."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
-            path.write_text(text)
+            path.write_text(redact(text))
             self.log_file(path, str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None)
 
     def log_config(self, config: Mapping) -> None:
@@ -179,10 +181,10 @@ def open_run(
         all_tags[names.PARENT_RUN_ID] = parent_run_id
     if adopt_run_id:
         run_id = adopt_run_id
-        client.set_tag(run_id, "mlflow.runName", run_name)
+        client.set_tag(run_id, "mlflow.runName", _clean(run_name))
         client.update_run(run_id, status="RUNNING")
     else:
-        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        run_id = client.create_run(experiment_id, run_name=_clean(run_name)).info.run_id
     writer = RunWriter(client, run_id)
     writer.set_tags(all_tags)
     logger.info("%s run %s (%s) started", kind, run_id, run_name)
@@ -252,3 +254,11 @@ def mark_reused(tracking_uri: str, run_id: str, reused_run_id: str) -> None:
             names.NOTE: f"Already FINISHED as run {reused_run_id} with the same run_key; nothing was recomputed.",
         }
     )
+
+
+def fail_run(tracking_uri: str, run_id: str, reason: str) -> None:
+    """End a run left RUNNING by a process that died (e.g. a SIGKILLed worker): FAILED, reason in `failure_reason`."""
+    client = _client(tracking_uri)
+    RunWriter(client, run_id).set_tags({names.FAILURE_REASON: reason})
+    client.set_terminated(run_id, status="FAILED")
+    logger.warning("run %s marked FAILED: %s", run_id, reason)

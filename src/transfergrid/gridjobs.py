@@ -1,0 +1,255 @@
+"""The grid as queued jobs (ARCHITECTURE.md section 4): enqueue, run a claimed job, `main --workers N`, status.
+
+One job per (model, source cell, seed, recipe): its fine-tune and its evaluation, nested under the grid
+run; plus one job for the baseline the evaluations compare against (a job that reaches its evaluation
+before the baseline is FINISHED waits for it, so the baseline is never computed twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from transfergrid import analysis_run, jobs, queue, runkeys
+from transfergrid.config import (
+    AnalysisConfig,
+    BaselineConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    GridConfig,
+    MainConfig,
+    QueueConfig,
+    StatusConfig,
+    to_dict,
+)
+from transfergrid.grid import Cell, on_task_gain
+from transfergrid.redact import redact
+from transfergrid.tracking import names, reader, writer
+
+logger = logging.getLogger(__name__)
+
+_QUEUE_FIELDS = set(QueueConfig.__dataclass_fields__) | {"dry_run", "workers"}
+
+
+def grid_study_name(cfg: GridConfig) -> str:
+    """The Optuna study holding the grid's jobs: `cfg.study_name`, else `grid-<experiment>`."""
+    return cfg.study_name or f"grid-{cfg.experiment}"
+
+
+def plan_jobs(study: jobs.Study, cfg: GridConfig, plan: list[jobs.PlannedJob]) -> list[queue.Job]:
+    """The queue jobs of a study plan: the baseline, then one fine-tune + evaluation job per source."""
+    config = {k: v for k, v in to_dict(cfg).items() if k not in _QUEUE_FIELDS} | {"tracking_uri": study.tracking_uri}
+    baseline = plan[0]
+    out = [queue.Job(baseline.key, {"kind": "baseline", "config": config, "label": f"baseline {study.model.id}",
+                                    "experiment_id": study.experiment_id}, [baseline.key], study.experiment_id)]
+    for finetune, evaluate in zip(plan[1::2], plan[2::2]):
+        payload = {"kind": "source", "config": config, "source": str(finetune.source), "baseline_key": baseline.key,
+                   "label": f"{finetune.source} {study.model.id} seed={cfg.seed}", "experiment_id": study.experiment_id}
+        out.append(queue.Job(finetune.key, payload, [finetune.key, evaluate.key], study.experiment_id))
+    return out
+
+
+def _pending(study: jobs.Study, queued: list[queue.Job]) -> list[queue.Job]:
+    """Jobs with a run key not FINISHED in the tracking store (a FINISHED job is skipped, not enqueued)."""
+    done = reader.finished_run_keys(study.tracking_uri, study.experiment_id, ("baseline", "finetune", "evaluate"))
+    return [job for job in queued if any(key not in done for key in job.run_keys)]
+
+
+@dataclass
+class Enqueued:
+    """What `enqueue_grid` did: the study context, the plan, the Optuna study name and counts."""
+
+    study: jobs.Study
+    plan: list
+    study_name: str
+    added: int
+    pending: int
+    to_enqueue: int = 0  # pending jobs not already waiting or running in the queue
+
+
+def enqueue_grid(
+    cfg: GridConfig, *, launcher_run_id: str | None = None, parent_run_id: str | None = None, study: jobs.Study | None = None
+) -> Enqueued:
+    """Validate the grid and enqueue its unfinished jobs in the Optuna study (idempotent).
+
+    Args:
+        study: the study context when the caller has it (the experiment `mlflow run` chose, for instance).
+
+    Raises:
+        ValueError: a bad storage URL, model, suite or cell (before any work).
+    """
+    queue.check_storage_url(cfg.storage)
+    study = study or jobs.open_study(cfg, launcher_run_id)
+    plan = jobs.plan_study(study, cfg)
+    name = grid_study_name(cfg)
+    pending = _pending(study, plan_jobs(study, cfg, plan))
+    if not pending:
+        return Enqueued(study, plan, name, 0, 0)
+    optuna_study = queue.open_study(queue.open_storage(cfg), name)
+    to_enqueue = len([job for job in pending if job.key not in queue.live_job_keys(optuna_study)])
+    if cfg.dry_run:
+        return Enqueued(study, plan, name, 0, len(pending), to_enqueue)
+    added, _ = queue.enqueue(optuna_study, pending, parent_run_id=parent_run_id)
+    return Enqueued(study, plan, name, added, len(pending), to_enqueue)
+
+
+def _grid_tags(study: jobs.Study, cfg: GridConfig, plan, study_name: str) -> dict:
+    return {names.MODEL: study.model.id, names.BENCHMARK_SUITE: study.suite.name, names.SEED: cfg.seed,
+            names.RUN_KEY: runkeys.run_key("grid", {"jobs": [job.key for job in plan]}),
+            names.OPTUNA_STUDY: study_name, names.OPTUNA_STORAGE: redact(queue.check_storage_url(cfg.storage))}
+
+
+def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued:
+    """`grid`: enqueue the jobs under a `grid` run (plan, study name and storage logged; password masked)."""
+    probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
+    if cfg.dry_run or not probe.to_enqueue:
+        logger.info("dry run" if cfg.dry_run else "nothing to enqueue: every job is FINISHED, waiting or running")
+        return probe
+    study = probe.study
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
+        run_name=f"grid {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
+    ) as grid:
+        grid.log_config(to_dict(cfg))
+        grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
+        done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
+        grid.log_metrics({"jobs_total": len(probe.plan), "jobs_enqueued": done.added})
+    return done
+
+
+def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list:
+    """`main --workers N`: enqueue, run N local worker processes (one torch thread each), wait, then the analysis.
+
+    Raises:
+        RuntimeError: a job is FAILED after the workers stopped (reasons in the message; the grid run FAILED).
+    """
+    probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
+    if cfg.dry_run:
+        return probe.plan
+    study, analysis_cfg = probe.study, AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
+    if not probe.pending and jobs.analysis_done(study, analysis_cfg):
+        logger.info("nothing to do: every job and the analysis are FINISHED")
+        return probe.plan
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
+        run_name=f"study {study.model.id} {study.suite.name} seed={cfg.seed} ({cfg.workers} workers)",
+        adopt_run_id=launcher_run_id,
+    ) as grid:
+        grid.log_config(to_dict(cfg))
+        grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
+        done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
+        logger.info("%d jobs enqueued in study %s; starting %d workers", done.added, done.study_name, cfg.workers)
+        storage = queue.open_storage(cfg)
+        processes = queue.start_workers(cfg.workers, cfg, study_name=done.study_name, tracking_uri=study.tracking_uri)
+        codes = queue.wait_workers(processes, queue.open_study(storage, done.study_name))
+        table = queue.job_table(storage, done.study_name)
+        failed = table[table["state"] == "FAIL"]
+        grid.log_dataframe(table, "jobs.csv")
+        grid.log_metrics({"jobs_total": len(probe.plan), "jobs_run": done.added, "jobs_failed": len(failed)})
+        if len(failed) or any(codes):
+            raise RuntimeError(
+                f"{len(failed)} jobs FAILED, worker exit codes {codes}: "
+                + "; ".join(f"{row.what}: {row.reason}" for row in failed.itertuples())
+            )
+        analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
+    return probe.plan
+
+
+def job_config(cls, data: dict, context: queue.JobContext):
+    """A `cls` config from a job's stored config, with the worker's tracking URI and device when it sets them."""
+    values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+    if context.tracking_uri:
+        values["tracking_uri"] = context.tracking_uri
+    if context.device:
+        values["device"] = context.device
+    return cls(**values)
+
+
+def study_for(cfg, context: queue.JobContext, experiment_id: str | None) -> jobs.Study:
+    """The worker's `jobs.Study` for this config, opened once per process (the base model stays loaded).
+
+    `experiment_id` (stored with the job) keeps the runs in the experiment the grid was enqueued from,
+    e.g. the one `mlflow run` chose, whatever `experiment` says.
+    """
+    key = (cfg.tracking_uri, experiment_id or cfg.experiment, cfg.model, cfg.suite, tuple(cfg.tasks), tuple(cfg.languages))
+    if key not in context.cache:
+        context.cache[key] = jobs.open_study(cfg, experiment_id=experiment_id)
+    return context.cache[key]
+
+
+def execute(job: dict, context: queue.JobContext) -> list[float]:
+    """Run one claimed job (`queue.run_worker`'s `execute`): a grid job, or an ablation trial.
+
+    Returns:
+        The trial's objective values: the on-task gain (pp) of a source job, 0 for the baseline job;
+        (on-task gain, off-task harm rate) for an ablation trial.
+    """
+    if job.get("kind") == "ablation":
+        from transfergrid import ablation
+
+        return ablation.run_trial(job, context)
+    if job.get("kind") not in ("baseline", "source"):
+        raise ValueError(f"unknown job kind {job.get('kind')!r}; valid kinds: baseline, source, ablation")
+    cfg = job_config(MainConfig, job["config"], context)
+    study = study_for(cfg, context, job.get("experiment_id"))
+    parent = job.get("parent_run_id")
+    if job["kind"] == "baseline":
+        jobs.run_baseline(jobs.subconfig(BaselineConfig, cfg), study=study, parent_run_id=parent)
+        return [0.0]
+    tags = {names.OPTUNA_STUDY: context.study.study_name, names.OPTUNA_TRIAL: context.trial_number}
+    source = Cell.parse(job["source"])
+    ft_cfg = jobs.subconfig(FinetuneConfig, cfg, source=str(source))
+    ft_id = jobs.run_finetune(ft_cfg, study=study, parent_run_id=parent, extra_tags=tags)
+    context.wait_for_job(job["baseline_key"])
+    ev_cfg = jobs.subconfig(EvaluateConfig, cfg, finetune_run_id=ft_id)
+    ev_id = jobs.run_evaluate(ev_cfg, study=study, parent_run_id=parent, extra_tags=tags)
+    return [on_task_gain(source, names.cell_values(reader.get_run(study.tracking_uri, ev_id).data.metrics, names.DELTA))]
+
+
+def status(cfg: StatusConfig):
+    """Progress of every job (Optuna storage) and the runs per kind and status (tracking store).
+
+    Returns:
+        (jobs table of `queue.job_table` over the selected studies, run counts of `reader.run_counts`).
+
+    Raises:
+        ValueError: a bad storage URL, an unknown study name (the valid ones are listed).
+    """
+    import optuna
+    import pandas as pd
+
+    from transfergrid.grid import check_choice
+
+    storage = queue.open_storage(QueueConfig(storage=cfg.storage))
+    studies = optuna.get_all_study_names(storage)
+    if cfg.study_name:
+        check_choice("study", cfg.study_name, studies)
+    tables = [queue.job_table(storage, name) for name in ([cfg.study_name] if cfg.study_name else studies)]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["study", "state"])
+    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
+    experiment_id = reader.experiment_id(uri, cfg.experiment)
+    runs = reader.run_counts(uri, experiment_id, ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")) \
+        if experiment_id else pd.DataFrame(columns=["kind", "status", "runs"])
+    return table, runs
+
+
+_STATE_WORDS = {"COMPLETE": "done", "RUNNING": "running", "WAITING": "waiting", "FAIL": "failed", "PRUNED": "skipped"}
+
+
+def format_status(table, runs) -> str:
+    """The `status` report: per study, jobs done / running / waiting / failed; failed jobs with reasons; runs."""
+    lines = []
+    for study_name, group in table.groupby("study", sort=True) if len(table) else []:
+        counts = group["state"].map(_STATE_WORDS).value_counts()
+        summary = ", ".join(f"{counts.get(word, 0)} {word}" for word in ("done", "running", "waiting", "failed"))
+        lines.append(f"study {study_name}: {len(group)} jobs: {summary}")
+        for row in group[group["state"] == "RUNNING"].itertuples():
+            lines.append(f"  running  {row.what} on {row.worker} (trial {row.trial}, attempt {row.attempts})")
+        for row in group[group["state"] == "FAIL"].itertuples():
+            lines.append(f"  FAILED   {row.what} after {row.attempts} attempt(s): {row.reason}")
+    if not lines:
+        lines.append("no jobs in this storage")
+    if len(runs):
+        pivot = runs.pivot_table(index="kind", columns="status", values="runs", fill_value=0, aggfunc="sum")
+        lines += ["", "runs in the tracking store:", pivot.to_string()]
+    return "\n".join(lines)
