@@ -1,8 +1,9 @@
 """The team deployment in docker/: compose file structure, credentials from the environment, localhost ports.
 
-`docker compose config` validates the file where the compose plugin exists; this machine has the docker
-CLI without the plugin (and no daemon), so the structure is also checked here with compose's own
-interpolation rules (`${VAR:?error}`, `${VAR:-default}`, `$$`).
+`docker compose config` validates the file where the compose v2 plugin exists, else Debian's
+`docker-compose` 1.29 (which `.ci/run` installs; both validate against the compose specification;
+neither needs the engine). The structure is also checked here with compose's own interpolation rules
+(`${VAR:?error}`, `${VAR:-default}`, `$$`).
 """
 
 from __future__ import annotations
@@ -82,14 +83,19 @@ def test_dockerfile_installs_the_pinned_project():
     assert 'CMD ["entrypoints.worker"]' in text
 
 
-@pytest.mark.skipif(
-    not shutil.which("docker") or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
-    reason="the docker compose plugin is not installed here (docker CLI without compose v2)",
-)
+def _compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) where installed, else Debian's `docker-compose` 1.29 (.ci/run installs it)."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+@pytest.mark.skipif(_compose_command() is None, reason="neither `docker compose` nor `docker-compose` is installed")
 def test_docker_compose_config_validates():
-    env = {"POSTGRES_PASSWORD": "dummy-pw", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], env=env, capture_output=True, text=True)
+    compose = _compose_command()
+    env = {"POSTGRES_PASSWORD": "dummy-pw", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    done = subprocess.run([*compose, "-f", str(COMPOSE), "config", "--quiet"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    missing = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], env={"PATH": "/usr/bin:/bin"},
+    missing = subprocess.run([*compose, "-f", str(COMPOSE), "config", "--quiet"], env={"PATH": env["PATH"]},
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr

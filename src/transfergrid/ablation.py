@@ -49,11 +49,18 @@ class Point:
     learning_rate: float
 
 
+def ablation_models(cfg: AblationConfig) -> list[str]:
+    """`--models`, else `--model`, else the suite's default models."""
+    from transfergrid.data import get_suite
+
+    return list(cfg.models) or jobs.study_models(cfg, get_suite(cfg.suite))
+
+
 def search_space(cfg: AblationConfig, default_source: str) -> list[Point]:
     """Every point of the ablation, full fine-tuning once per (model, source, seed, learning rate)."""
     points = []
     for model, source, seed, recipe, rank, rule, lr in itertools.product(
-        cfg.models or [cfg.model], cfg.sources or [default_source], cfg.seeds or [cfg.seed], cfg.recipes,
+        ablation_models(cfg), cfg.sources or [default_source], cfg.seeds or [cfg.seed], cfg.recipes,
         cfg.ranks, cfg.alpha_rules, cfg.learning_rates or [cfg.learning_rate],
     ):
         point = Point(model, source, seed, recipe, None if recipe == "full" else rank, None if recipe == "full" else rule, lr)
@@ -108,11 +115,12 @@ def plan_trials(cfg: AblationConfig, cache: dict, launcher_run_id: str | None = 
     """
     studies: dict[str, jobs.Study] = {}
     planned = []
-    for model in cfg.models or [cfg.model]:
+    models = ablation_models(cfg)
+    for model in models:
         studies[model] = cache.setdefault(
             ("ablation", model), jobs.open_study(_config_of(FinetuneConfig, cfg, model=model), launcher_run_id)
         )
-    default_source = str(studies[cfg.models[0] if cfg.models else cfg.model].cells[0])
+    default_source = str(studies[models[0]].cells[0])
     points = search_space(cfg, default_source)
     for point in points:
         ft_cfg = FinetuneConfig(**_finetune_config(cfg, point))

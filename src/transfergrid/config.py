@@ -240,6 +240,7 @@ class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConf
     workers: int = 0  # 0: trials run in this process; N: N local worker processes
 
     def __post_init__(self) -> None:
+        StudyConfig.__post_init__(self)
         LoraConfig.__post_init__(self)
         TrainConfig.__post_init__(self)
         EvalConfig.__post_init__(self)

@@ -75,8 +75,6 @@ def open_study(
             f"suite {suite.name!r} has {len(models)} default models; choose one with --model: {', '.join(models)}"
         )
     cfg.model = models[0]
-    if getattr(cfg, "chat_template", False) is None:
-        cfg.chat_template = suite.chat_template
     model = resolve_model(cfg.model, registry_file=cfg.model_registry or None, family=cfg.model_family or None,
                           size_b=cfg.model_size_b)
     if check_hub:
@@ -85,11 +83,24 @@ def open_study(
             suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else [],
             suite=cfg.suite, model_arg=model.id,
         )
+    if getattr(cfg, "chat_template", False) is None:
+        cfg.chat_template = suite.chat_template
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
     if not experiment_id:
         experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
                          else writer.ensure_experiment(uri, cfg.experiment))
     return Study(uri, experiment_id, suite, model, cells)
+
+
+def resolve_defaults(cfg: StudyConfig, study: Study) -> Study:
+    """Fill `cfg`'s suite defaults from an open study (a config made apart from the one that opened it,
+    e.g. a queued job's): an empty `model` is the study's model, an unset `chat_template` the suite's.
+    Run keys and logged configs therefore never depend on which config opened the study."""
+    if not cfg.model:
+        cfg.model = study.model.id
+    if getattr(cfg, "chat_template", False) is None:
+        cfg.chat_template = study.suite.chat_template
+    return study
 
 
 def _data_version(suite: Suite, tasks) -> dict:
@@ -104,7 +115,7 @@ def _eval_payload(study: Study, cfg: EvalConfig) -> dict:
     # Batch size and device change speed, not scores: they stay out of the key.
     payload = {
         "targets": [str(c) for c in study.cells],
-        "chat_template": cfg.chat_template,
+        "chat_template": study.suite.chat_template if cfg.chat_template is None else cfg.chat_template,
         "limit": cfg.limit,
         **_data_version(study.suite, {c.task for c in study.cells}),
     }
@@ -167,7 +178,7 @@ def run_baseline(
     cfg: BaselineConfig, *, study: Study | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
 ) -> str:
     """Zero-shot evaluation of the base model on every cell; returns the baseline run id."""
-    study = study or open_study(cfg, launcher_run_id)
+    study = resolve_defaults(cfg, study or open_study(cfg, launcher_run_id))
     key = baseline_key(study, cfg)
     if done := _reuse(study, key, "baseline", launcher_run_id):
         return done
@@ -234,7 +245,7 @@ def run_finetune(
     Logs the curves per step and the adapter under `adapter/` (the whole model under `model/` for `full`).
     `extra_tags` (e.g. the Optuna study and trial of a queued job) are set on a new run only.
     """
-    study = study or open_study(cfg, launcher_run_id)
+    study = resolve_defaults(cfg, study or open_study(cfg, launcher_run_id))
     source = source_cell(study, cfg)
     key = finetune_key(study, cfg, source)
     if done := _reuse(study, key, f"finetune {source}", launcher_run_id):
@@ -323,7 +334,7 @@ def run_evaluate_many(
     """
     from transfergrid.adapters import AdapterHost
 
-    study = study or open_study(cfg, launcher_run_id)
+    study = resolve_defaults(cfg, study or open_study(cfg, launcher_run_id))
     ft_runs = _finetune_runs(study, cfg)
     single = len(ft_runs) == 1
     adopt, parent = (launcher_run_id, parent_run_id) if single else (None, parent_run_id or launcher_run_id)
@@ -466,6 +477,7 @@ def subconfig(cls, cfg, **extra):
 
 def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     """Every job of the study with its run key, computed before any work (all keys are content hashes)."""
+    resolve_defaults(cfg, study)
     sources = [Cell.parse(text) for text in cfg.sources] or study.cells
     model = study.model.id
     plan = [PlannedJob("baseline", None, baseline_key(study, subconfig(BaselineConfig, cfg)), model)]
