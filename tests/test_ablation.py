@@ -123,3 +123,18 @@ def test_mlflow_run_ablation_keeps_the_trials_in_the_launcher_experiment(trackin
     kinds = sorted(r.data.tags.get("kind") for r in client.search_runs([default]))
     assert kinds == ["ablation", "baseline", "evaluate", "finetune"]
     assert client.get_experiment_by_name("transfergrid") is None
+
+
+@pytest.mark.slow
+def test_main_analysis_leaves_ablation_trials_to_their_ablation_run(tracking_uri):
+    """Trials varying the alpha rule at one rank would collide in the tidy table; the analysis skips them."""
+    from entrypoints import analysis as analysis_entry
+    from entrypoints import evaluate as evaluate_entry
+    from entrypoints import finetune as finetune_entry
+
+    grid = ["--tasks", "syn_lookup", "--languages", "xs1,xn1", "--num_epochs", "1"]
+    ablation_entry.main([*grid, "--ranks", "8", "--alpha_rules", "2r,rslora", "--sources", "syn_lookup.xs1"])
+    evaluate_entry.main(grid[:4] + ["--finetune_run_id", finetune_entry.main([*grid, "--source", "syn_lookup.xs1", "--lora_r", "16"])])
+    client = MlflowClient(tracking_uri)
+    analysis = client.get_run(analysis_entry.main([]))
+    assert analysis.info.status == "FINISHED" and analysis.data.metrics["n_runs"] == 2  # the plain evaluate + its baseline

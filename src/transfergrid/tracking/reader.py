@@ -209,7 +209,7 @@ def load_results(
     filter_string = " and ".join(c for c in (extra_filter.strip(), *clauses) if c)
     evaluations = _finished_runs(tracking_uri, experiment_ids, "evaluate", filter_string)
     if not evaluations.empty:
-        evaluations = _select(_protocol(evaluations, "loglikelihood"), rest)
+        evaluations = _select(_protocol(_outside_ablations(tracking_uri, experiment_ids, evaluations), "loglikelihood"), rest)
     if evaluations.empty:
         return pd.DataFrame()
     baselines = _finished_runs(tracking_uri, experiment_ids, "baseline", "")
@@ -246,6 +246,19 @@ def load_results(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _outside_ablations(tracking_uri: str, experiment_ids: list[str], frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs not nested under an `ablation` run: Optuna ablation trials (which vary alpha rules and learning
+    rates the tidy table has no column for) are analysed by their ablation run, not by the main analysis."""
+    ablations = _search_frame(tracking_uri, experiment_ids, f"tags.{names.KIND} = 'ablation'")
+    parent = f"tags.{names.PARENT_RUN_ID}"
+    if ablations.empty or parent not in frame:
+        return frame
+    outside = frame[~frame[parent].isin(set(ablations["run_id"]))]
+    if len(outside) < len(frame):
+        logger.info("analysis leaves out %d evaluate runs of ablation trials (see their ablation runs)", len(frame) - len(outside))
+    return outside
 
 
 def _protocol(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
