@@ -9,16 +9,21 @@ import os
 
 from transfergrid import cli, gridjobs, queue
 from transfergrid.config import StatusConfig
+from transfergrid.tracking import writer
 
 
 def main(argv: list[str] | None = None):
     """Print per-study job counts by state, the failed jobs with their reasons, and run counts; returns both tables."""
     cli.setup_logging()
     cfg = cli.load_entry_config(StatusConfig, argv)
+    launcher = writer.launcher_run_id()  # `mlflow run -e ...`: noted at the end, never adopted by job runs
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")
     with cli.user_errors():
         jobs, runs = gridjobs.status(cfg)
-    print(gridjobs.format_status(jobs, runs))
+    text = gridjobs.format_status(jobs, runs)
+    print(text)
+    if run_id := launcher:  # `mlflow run -e status`: the report is the launcher run's note
+        writer.note_run(writer.resolve_tracking_uri(cfg.tracking_uri), run_id, f"```\n{text}\n```")
     return jobs, runs
 
 

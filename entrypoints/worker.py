@@ -12,12 +12,14 @@ import os
 
 from transfergrid import cli, gridjobs, queue
 from transfergrid.config import WorkerConfig
+from transfergrid.tracking import writer
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run jobs until the queue is empty; returns how many this worker ran."""
     cli.setup_logging()
     cfg = cli.load_entry_config(WorkerConfig, argv)
+    launcher = writer.launcher_run_id()  # `mlflow run -e ...`: noted at the end, never adopted by job runs
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")  # a password stays out of the command line
     cfg.tracking_uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if cfg.torch_threads:
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         queue.check_storage_url(cfg.storage)
         done = queue.run_worker(cfg, gridjobs.execute)
     print(f"worker ran {done} jobs")
+    if run_id := launcher:  # `mlflow run -e worker`: say where the work went
+        writer.note_run(writer.resolve_tracking_uri(cfg.tracking_uri), run_id,
+                        f"Worker process: ran {done} queued jobs; their runs are nested under their grid or ablation run.")
     return done
 
 

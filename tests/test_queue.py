@@ -223,3 +223,13 @@ def test_jobs_land_in_the_experiment_mlflow_run_chose(tracking_uri, tmp_path, mo
     runs = client.search_runs([launcher.experiment_id])
     assert Counter(r.data.tags.get("kind") for r in runs) == {"grid": 1, "baseline": 1, "finetune": 1, "evaluate": 1}
     assert client.get_experiment_by_name("transfergrid") is None
+
+
+def test_mlflow_run_launcher_of_status_gets_the_report_as_its_note(tracking_uri, tmp_path, monkeypatch):
+    """`mlflow run -e status` creates a launcher run before the command starts (MLFLOW_RUN_ID): it is not left empty."""
+    client = MlflowClient(tracking_uri)
+    launcher = client.create_run(client.create_experiment("launch")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
+    status_entry.main(["--storage", f"sqlite:///{tmp_path / 'optuna.db'}"])
+    note = client.get_run(launcher).data.tags["mlflow.note.content"]
+    assert note.startswith("```\n") and "no jobs in this storage" in note.lower()

@@ -256,6 +256,11 @@ def mark_reused(tracking_uri: str, run_id: str, reused_run_id: str) -> None:
     )
 
 
+def note_run(tracking_uri: str, run_id: str, text: str) -> None:
+    """Set a run's description (the MLflow UI's note), e.g. on an `mlflow run` launcher run that holds no work."""
+    RunWriter(_client(tracking_uri), run_id).set_tags({names.NOTE: text})
+
+
 def fail_run(tracking_uri: str, run_id: str, reason: str) -> None:
     """End a run left RUNNING by a process that died (e.g. a SIGKILLed worker): FAILED, reason in `failure_reason`."""
     client = _client(tracking_uri)
