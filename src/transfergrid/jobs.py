@@ -83,13 +83,11 @@ def open_study(
             suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else [],
             suite=cfg.suite, model_arg=model.id,
         )
-    if getattr(cfg, "chat_template", False) is None:
-        cfg.chat_template = suite.chat_template
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
     if not experiment_id:
         experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
                          else writer.ensure_experiment(uri, cfg.experiment))
-    return Study(uri, experiment_id, suite, model, cells)
+    return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells))
 
 
 def resolve_defaults(cfg: StudyConfig, study: Study) -> Study:
