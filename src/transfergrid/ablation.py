@@ -207,7 +207,7 @@ def rank_summaries(uri: str, experiment_ids: list[str], table: pd.DataFrame, mai
     import analysis
     from analysis import ablation
 
-    results = reader.load_results(uri, experiment_ids)
+    results = reader.load_results(uri, experiment_ids, ablation_trials=True)
     if results.empty or table.empty:
         return {}
     results = results[results["evaluate_run_id"].isin(set(table[EVALUATE_RUN_ID]))]

@@ -190,7 +190,8 @@ def _seed(value: str):
 
 
 def load_results(
-    tracking_uri: str, experiment_ids: list[str], extra_filter: str = "", *, selection: Mapping[str, Sequence] | None = None
+    tracking_uri: str, experiment_ids: list[str], extra_filter: str = "", *, selection: Mapping[str, Sequence] | None = None,
+    ablation_trials: bool = False,
 ) -> pd.DataFrame:
     """FINISHED evaluate runs joined with their baselines: one row per (run, target cell).
 
@@ -199,6 +200,8 @@ def load_results(
         extra_filter: a free MLflow filter string on the evaluate runs (AND-ed with the selection).
         selection: tag name -> allowed values of the evaluate runs (`selection_filter`), e.g.
             `{"model": ["m1", "m2"], "seed": [17]}`.
+        ablation_trials: include the evaluate runs nested under `ablation` runs (the ablation's own
+            summaries); the main analysis leaves them out (`_outside_ablations`).
 
     Returns:
         Columns: model, model_family, model_size_b, seed, recipe, lora_r, suite, source_task,
@@ -209,7 +212,9 @@ def load_results(
     filter_string = " and ".join(c for c in (extra_filter.strip(), *clauses) if c)
     evaluations = _finished_runs(tracking_uri, experiment_ids, "evaluate", filter_string)
     if not evaluations.empty:
-        evaluations = _select(_protocol(_outside_ablations(tracking_uri, experiment_ids, evaluations), "loglikelihood"), rest)
+        if not ablation_trials:
+            evaluations = _outside_ablations(tracking_uri, experiment_ids, evaluations)
+        evaluations = _select(_protocol(evaluations, "loglikelihood"), rest)
     if evaluations.empty:
         return pd.DataFrame()
     baselines = _finished_runs(tracking_uri, experiment_ids, "baseline", "")
