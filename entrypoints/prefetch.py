@@ -11,7 +11,7 @@ from __future__ import annotations
 from transfergrid import cli, hub
 from transfergrid.config import StudyConfig
 from transfergrid.data import get_suite, suite_cells
-from transfergrid.models import is_hub_model, resolve_model
+from transfergrid.models import is_hub_model, study_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     with cli.user_errors():
         suite = get_suite(cfg.suite)
         cells = suite_cells(suite, cfg.tasks, cfg.languages)
-        specs = [resolve_model(m, registry_file=cfg.model_registry or None) for m in ([cfg.model] if cfg.model else suite.models)]
+        specs = [study_model(cfg, m) for m in ([cfg.model] if cfg.model else suite.models)]
         models = [(s.id, s.revision) for s in specs if is_hub_model(s)]
         hub.check_available(models, suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else [],
                             suite=cfg.suite, model_arg=cfg.model)  # offline: only a check of the cache

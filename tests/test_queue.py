@@ -102,6 +102,16 @@ def test_three_workers_on_sqlite_run_the_12_job_grid(tracking_uri, tmp_path):
     assert sum(1 for log in logs if "worker ran 0 jobs" not in log.read_text()) >= 2  # shared
 
 
+def _wait_for_running_finetune(client: MlflowClient, victim, log) -> str:
+    """Wait (up to 120 s) until the victim worker has a finetune run open; returns the experiment id."""
+    experiment_id = client.get_experiment_by_name("transfergrid").experiment_id
+    deadline = time.time() + 120
+    while not client.search_runs([experiment_id], "tags.kind = 'finetune' and attributes.status = 'RUNNING'"):
+        assert time.time() < deadline and victim.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.3)
+    return experiment_id
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_is_retried_and_its_run_ends_failed(tracking_uri, tmp_path):
     """SIGKILL a worker inside its finetune run: another worker notices the lost heartbeat, fails the run, retries."""
@@ -111,11 +121,7 @@ def test_a_worker_killed_mid_job_is_retried_and_its_run_ends_failed(tracking_uri
     assert grid_entry.main([*grid, *_grid_args(storage)]).added == 2
     victim = hq.start_worker(storage, "--max_jobs", "1", log=tmp_path / "victim.log", **{FAULT_SLEEP_ENV: "120"})
     client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name("transfergrid").experiment_id
-    deadline = time.time() + 120
-    while not client.search_runs([experiment_id], "tags.kind = 'finetune' and attributes.status = 'RUNNING'"):
-        assert time.time() < deadline and victim.poll() is None, (tmp_path / "victim.log").read_text()[-3000:]
-        time.sleep(0.3)
+    experiment_id = _wait_for_running_finetune(client, victim, tmp_path / "victim.log")
     study = queue.open_study(queue.open_storage(QueueConfig(storage=storage)), "grid-transfergrid")
     (running,) = study.get_trials(states=[queue_state("RUNNING")])
     assert running.user_attrs[queue.WORKER_PID] == victim.pid
@@ -192,12 +198,7 @@ def test_sigterm_gives_the_job_back_at_once(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     grid_entry.main([*grid, *_grid_args(storage), "--grace_period", "600", "--heartbeat_interval", "1"])
     victim = hq.start_worker(storage, "--grace_period", "600", log=tmp_path / "victim.log", **{FAULT_SLEEP_ENV: "120"})
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name("transfergrid").experiment_id
-    deadline = time.time() + 120
-    while not client.search_runs([experiment_id], "tags.kind = 'finetune' and attributes.status = 'RUNNING'"):
-        assert time.time() < deadline and victim.poll() is None, (tmp_path / "victim.log").read_text()[-3000:]
-        time.sleep(0.3)
+    _wait_for_running_finetune(MlflowClient(tracking_uri), victim, tmp_path / "victim.log")
     victim.send_signal(signal.SIGTERM)
     assert victim.wait(timeout=60) != 0
     study = queue.open_study(queue.open_storage(QueueConfig(storage=storage)), "grid-transfergrid")

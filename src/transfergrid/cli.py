@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from transfergrid.config import load_config
-from transfergrid.models import resolve_model
+from transfergrid.models import study_model
 
 
 def setup_logging() -> None:
@@ -45,7 +45,7 @@ def _recipe_overrides(cfg) -> dict:
     from transfergrid.data import get_suite
 
     ids = [cfg.model] if cfg.model else get_suite(cfg.suite).models
-    overrides = [resolve_model(i, registry_file=cfg.model_registry or None).train_overrides for i in ids]
+    overrides = [study_model(cfg, i).train_overrides for i in ids]
     return overrides[0] if overrides and all(o == overrides[0] for o in overrides) else {}
 
 

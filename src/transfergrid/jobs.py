@@ -25,7 +25,7 @@ from transfergrid.config import (
 )
 from transfergrid.data import Suite, get_suite, suite_cells
 from transfergrid.grid import Cell, check_choice
-from transfergrid.models import ModelSpec, is_hub_model, load_model, resolve_model
+from transfergrid.models import ModelSpec, is_hub_model, load_model, study_model
 from transfergrid.tracking import names, reader, writer
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ def open_study(
             f"suite {suite.name!r} has {len(models)} default models; choose one with --model: {', '.join(models)}"
         )
     cfg.model = models[0]
-    model = resolve_model(cfg.model, registry_file=cfg.model_registry or None, family=cfg.model_family or None,
-                          size_b=cfg.model_size_b)
+    model = study_model(cfg)
     if check_hub:
         hub.check_available(
             [(model.id, model.revision)] if is_hub_model(model) else [],
@@ -551,8 +550,7 @@ def describe_plan(cfg: MainConfig, plan: list[PlannedJob]) -> str:
     lines += [f"  {cell}" for cell in cells]
     lines.append(f"{len(models)} models:")
     for model_id in models:
-        spec = resolve_model(model_id, registry_file=cfg.model_registry or None, family=cfg.model_family or None,
-                             size_b=cfg.model_size_b)
+        spec = study_model(cfg, model_id)
         lines.append(f"  {spec.id:<36} family={spec.family:<10} size_b={spec.size_b:g} bucket={spec.size_bucket}")
     counts = {kind: sum(job.kind == kind for job in plan) for kind in ("baseline", "finetune", "evaluate")}
     lines.append(f"{len(plan)} planned jobs ({', '.join(f'{n} {k}' for k, n in counts.items())}), seed {cfg.seed}:")

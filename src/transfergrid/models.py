@@ -120,6 +120,12 @@ def resolve_model(model_id: str, *, registry_file: str | Path | None = None, fam
     return spec
 
 
+def study_model(cfg, model_id: str | None = None) -> ModelSpec:
+    """`resolve_model` with a study config's registry file and family/size overrides (`model_id`: else `cfg.model`)."""
+    return resolve_model(model_id or cfg.model, registry_file=cfg.model_registry or None, family=cfg.model_family or None,
+                         size_b=cfg.model_size_b)
+
+
 def is_hub_model(spec: ModelSpec) -> bool:
     """Whether the model comes from the Hugging Face Hub (not built in, not a local directory)."""
     return not spec.id.startswith(BUILTIN_PREFIX) and not Path(spec.id).expanduser().exists()

@@ -308,13 +308,13 @@ class YamlSuite:
         check_choice("task", cell.task, list(self.tasks))
         benchmark = self.benchmarks[cell.task]
         check_choice(f"language of task {cell.task}", cell.language, list(benchmark.spec.languages))
-        if split == "test":
-            return benchmark.pool(cell.language, "test")
-        key = (cell, "train")
-        if key not in self._cache:
-            self._cache[key] = split_train_validation(benchmark.pool(cell.language, "train"), 0.1, SPLIT_SEED)
-        train, validation = self._cache[key]
-        return train if split == "train" else validation
+        pool = "test" if split == "test" else "train"
+        if (cell, pool) not in self._cache:  # built once per cell and pool; only the pool asked for is loaded
+            items = benchmark.pool(cell.language, pool)
+            self._cache[cell, pool] = (
+                {"test": items} if pool == "test" else dict(zip(("train", "validation"), split_train_validation(items, 0.1, SPLIT_SEED)))
+            )
+        return self._cache[cell, pool][split]
 
     def hub_datasets(self, cells) -> list[tuple[str, str]]:
         """(dataset id, revision) pairs needed for `cells` that come from the Hugging Face Hub."""
