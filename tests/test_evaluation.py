@@ -327,3 +327,108 @@ def test_identical_sequences_run_once(model, tokenizer):
     assert counter.calls == len(requests)
     expected = [reference_logliks(model, tokenizer, r) for r in twice]
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+
+
+PRIMINGS = (
+    "Q: the quick dog jumps over the river?\nA: the slow cat near the water.\n\nQ: blue fire?\nA: green tree.\n\n",
+    "Question: which bird is near the sun?\nAnswer: the blue bird over the stone.\n\n",
+)
+
+
+def primed_requests(tokenizer, n_items=9, chat_template=False):
+    """Letter and option-text items after a long few-shot priming (two primings), plus unprimed items."""
+    suite = FakeSuite(n_items=n_items)
+    requests = []
+    for priming in PRIMINGS:
+        for cell, fmt in ((LETTERS, LETTER_FORMAT), (OPTIONS, TEXT_FORMAT)):
+            primed = PromptFormat(template=priming + fmt.template, target=fmt.target)
+            requests += [build_scoring_request(item, primed, tokenizer, chat_template) for item in suite.items(cell, "test")]
+    return requests + mixed_requests(tokenizer, n_items=3)
+
+
+def fed_tokens(model, tokenizer, requests, batch_size, **kwargs):
+    stats = {}
+    got = score_requests(model, tokenizer, requests, batch_size=batch_size, progress=False, stats=stats, **kwargs)
+    return got, stats["n_tokens"]
+
+
+@pytest.mark.parametrize("chat_template", [False, True], ids=["plain", "chat"])
+@pytest.mark.parametrize("batch_size", [1, 6])
+def test_shared_prefix_runs_once_per_batch(model, tokenizer, monkeypatch, batch_size, chat_template):
+    requests = primed_requests(tokenizer, chat_template=chat_template)
+    got, fed = fed_tokens(model, tokenizer, requests, batch_size)
+    expected = [reference_logliks(model, tokenizer, r) for r in requests]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+    assert [predict(g, [1] * len(g))[0] for g in got] == [int(np.argmax(e)) for e in expected]
+    monkeypatch.setattr(evaluation, "SHARED_PREFIX_MIN", 10**6)  # no sharing: every row runs whole
+    _, unshared = fed_tokens(model, tokenizer, requests, batch_size)
+    priming = min(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PRIMINGS)
+    n_primed = 4 * 9
+    if batch_size == 1:
+        assert fed == unshared
+    else:  # every primed batch of up to 6 rows computes the priming once instead of once per row
+        assert unshared - fed >= priming * (n_primed - 2 * 2 * -(-9 // 6)), (unshared, fed, priming)
+
+
+def test_shared_prefix_with_eager_attention_and_unmerged_lora(tokenizer):
+    peft = pytest.importorskip("peft")
+    requests = primed_requests(tokenizer, n_items=5)
+    eager = build_tiny_llama(len(tokenizer), seed=3)
+    eager.config._attn_implementation = "eager"
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    for model in (eager, peft.get_peft_model(build_tiny_llama(len(tokenizer), seed=4), config)):
+        got, _ = fed_tokens(model, tokenizer, requests, 8)
+        expected = [reference_logliks(model, tokenizer, r) for r in requests]
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+
+
+def test_batches_group_rows_by_shared_prefix():
+    """A system prompt shared by all rows, two primings shared by groups inside it: nested groups."""
+    rng = random.Random(0)
+    system, priming_a, priming_b = [1] * 20, [2] * 40, [3] * 40
+
+    def row(prefix):
+        inputs = prefix + [rng.randrange(10, 99) for _ in range(rng.randint(3, 12))]
+        return evaluation._Row([0], inputs, [(len(inputs) - 1, 5, (0, 0))])
+
+    kinds = {"a": system + priming_a, "b": system + priming_b, "system": system, "none": []}
+    counts = {"a": 9, "b": 7, "system": 6, "none": 2}
+    rows, kind_of = [], {}
+    for kind, n in counts.items():
+        for _ in range(n):
+            rows.append(row(kinds[kind]))
+            kind_of[id(rows[-1])] = kind
+    batches = evaluation._batches(list(rows), 4, share=True)
+    assert sorted(id(r) for b in batches for r in b) == sorted(id(r) for r in rows)
+    assert len(batches) == 3 + 2 + 2 + 1 and all(len(b) <= 4 for b in batches)  # a, b, system, none
+    for batch in batches:
+        batch_kinds = {kind_of[id(r)] for r in batch}
+        if batch_kinds & {"a", "b"}:  # a primed group is batched on its own, its priming computed once
+            assert len(batch_kinds) == 1 and evaluation._shared_prefix(batch) == (60 if len(batch) > 1 else 0)
+    assert any(evaluation._shared_prefix(b) == 20 for b in batches)  # rows sharing the system prompt only
+    widths = [max(len(r.inputs) for r in b) for b in batches]
+    assert widths == sorted(widths, reverse=True)  # longest batches first
+    unshared = evaluation._batches(list(rows), 4, share=False)
+    assert [len(r.inputs) for b in unshared for r in b] == sorted((len(r.inputs) for r in rows), reverse=True)
+
+
+@pytest.mark.parametrize("window", [8, 512], ids=["window-shorter-than-rows", "window-longer"])
+def test_sliding_window_models_pack_and_share_only_within_the_window(tokenizer, window):
+    """Gemma-3-style layers (sliding + full attention): a block mask or a cached prefix longer than the
+    window would let a sliding layer attend too far, so such rows run whole (one sequence per choice)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=window, max_position_embeddings=1024,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    gemma = Gemma3ForCausalLM(config).eval()
+    requests = primed_requests(tokenizer, n_items=4)
+    got, fed = fed_tokens(gemma, tokenizer, requests, 6)
+    expected = [reference_logliks(gemma, tokenizer, r) for r in requests]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
+    _, whole = fed_tokens(gemma, tokenizer, requests, 6, fast_path=False)
+    assert (fed < whole / 2) if window == 512 else (fed > whole / 2)  # packed and shared only within the window

@@ -19,9 +19,13 @@ When the continuations are texts, the item is ONE packed sequence: the context o
 choice's tokens as a block that attends to the context and to itself only (a block-diagonal 4D
 attention mask) with the position ids it would have after the context alone; in float32 this gives
 the same log-likelihoods as one sequence per choice up to rounding (~1e-6). Items whose choices would
-be truncated, half-precision models and flash-attention kernels fall back to one sequence per choice. The tokenization of a cell is cached per
-(tokenizer, suite, cell, split, format, chat template, limit), so a second model (e.g. another adapter)
-on the same cells skips it.
+be truncated, half-precision models and flash-attention kernels fall back to one sequence per choice.
+Across items, rows that share a long prefix (TruthfulQA's 6-pair priming, a chat system prompt, an
+instruction: at least `SHARED_PREFIX_MIN` tokens) are batched together and that prefix runs once per
+batch: its keys and values are computed for one row and repeated over the batch (a KV cache), and
+only the rest of each row runs (float32 models with sdpa or eager attention, as packing; rounding
+~1e-5). The tokenization of a cell is cached per (tokenizer, suite, cell, split, format, chat
+template, limit), so a second model (e.g. another adapter) on the same cells skips it.
 
 Throughput (`EvalResult`): items/s and tokens/s (tokens fed to the model) over the whole evaluation;
 peak memory is `torch.cuda.max_memory_allocated` on CUDA (reset before scoring) and, on CPU, the
@@ -52,6 +56,8 @@ from transfergrid.grid import Cell, check_choice
 
 logger = logging.getLogger(__name__)
 
+SHARED_PREFIX_MIN = 16  # leading tokens a batch's rows must share for them to be computed once
+SHARED_GROUP_MIN = 4  # rows sharing a longer prefix than their neighbours that are batched on their own
 _ENCODE_CACHE_SIZE = 512  # cached cells (tokenizer x suite x cell x options); a cell is a few MB at most
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM fallback when neither config nor tokenizer says
 _UNSET_TOKENIZER_MAX = 1000000000000000019884624838656  # transformers' "no limit" model_max_length
@@ -71,9 +77,10 @@ class EvalResult:
             defined, else acc) and `n` (number of items, an int).
         seconds: wall-clock time of the whole evaluation.
         items_per_second: items scored per second of wall-clock time.
-        tokens_per_second: tokens fed to the model (padding excluded) per second of wall-clock time.
+        tokens_per_second: tokens fed to the model (padding excluded, a shared prefix once per batch) per
+            second of wall-clock time.
         peak_memory_mb: CUDA: peak allocated memory during scoring; CPU: peak RSS of the process (MiB).
-        n_tokens: tokens fed to the model (padding excluded).
+        n_tokens: tokens fed to the model (padding excluded, a shared prefix once per batch).
         swap_seconds: time spent swapping adapters before this evaluation (set by the caller).
     """
 
@@ -132,10 +139,12 @@ def score_requests(
         batch_size: sequences per forward pass. A letter item is one sequence, an option-text item
             one packed sequence (or one per choice where a choice would be truncated).
         progress: show a tqdm bar over requests; a string is used as the bar's description.
-        fast_path: one sequence per item (letter items read at one position, option texts packed);
-            False forces one sequence per (context, continuation), for checks and benchmarks.
+        fast_path: one sequence per item (letter items read at one position, option texts packed) and
+            shared prefixes computed once per batch; False forces one sequence per (context,
+            continuation), each run whole, for checks and benchmarks.
         encoded: the requests' token ids as `encode_requests` returns them (computed when None).
-        stats: if given, receives `n_tokens` (tokens fed, padding excluded) and `n_sequences`.
+        stats: if given, receives `n_tokens` (tokens fed, padding excluded, a shared prefix counted
+            once per batch) and `n_sequences`.
 
     Returns:
         Per request, the log-likelihood of each continuation, in order.
@@ -148,15 +157,19 @@ def score_requests(
     if encoded is None:
         encoded = encode_requests(tokenizer, requests)
     results = [[0.0] * len(request.continuations) for request in requests]
-    rows = _plan_rows(encoded, _max_length(model, tokenizer), fast_path, pack=fast_path and _can_pack(model))
+    share = fast_path and _can_pack(model)
+    window = _sliding_window(model)
+    rows = _plan_rows(encoded, _max_length(model, tokenizer), fast_path, pack=share, pack_limit=window)
     rows = _merge_identical(rows) if fast_path else rows
-    rows.sort(key=lambda row: len(row.inputs), reverse=True)  # longest first: an OOM shows at once
+    batches = _batches(rows, batch_size, share)
     remaining = np.bincount([r for row in rows for r in row.requests], minlength=len(requests))
-    n_tokens = sum(len(row.inputs) for row in rows)
+    shared = [_shared_prefix(batch, window) if share else 0 for batch in batches]
+    n_tokens = sum(len(row.inputs) for row in rows) - sum((len(b) - 1) * n for b, n in zip(batches, shared))
     if stats is not None:
         stats.update(n_tokens=n_tokens, n_sequences=len(rows))
     logger.info(
-        "scoring %d requests as %d sequences (%d tokens) in batches of %d", len(requests), len(rows), n_tokens, batch_size
+        "scoring %d requests as %d sequences in %d batches (%d tokens fed; %d batches run a shared prefix once)",
+        len(requests), len(rows), len(batches), n_tokens, sum(1 for n in shared if n),
     )
     bar = tqdm(
         total=len(requests), desc=progress if isinstance(progress, str) else "scoring", unit="item", disable=not progress
@@ -166,9 +179,8 @@ def score_requests(
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(rows), batch_size):
-                batch = rows[start : start + batch_size]
-                for row, values in zip(batch, _score_batch(model, tokenizer, batch)):
+            for batch, prefix in zip(batches, shared):
+                for row, values in zip(batch, _score_batch(model, tokenizer, batch, prefix)):
                     for (request, choice), value in values.items():
                         results[request][choice] = value
                     for request in row.requests:
@@ -393,9 +405,17 @@ def _make_packed_row(request: int, context: list[int], choices: list[tuple[int, 
 
 
 def _plan_rows(
-    encoded: Sequence[tuple[list[int], list[list[int]]]], max_length: int, fast_path: bool, pack: bool = True
+    encoded: Sequence[tuple[list[int], list[list[int]]]],
+    max_length: int,
+    fast_path: bool,
+    pack: bool = True,
+    pack_limit: int | None = None,
 ) -> list[_Row]:
-    """The sequences to run: one per item on the fast path (letters; texts if `pack`), else one per choice."""
+    """The sequences to run: one per item on the fast path (letters; texts if `pack`), else one per choice.
+
+    A packed row is made only when it is at most `pack_limit` tokens long (a sliding attention window:
+    the block mask does not encode it, so a longer packed row would attend too far).
+    """
     rows = []
     n_fast = 0
     for index, (context, continuations) in enumerate(encoded):
@@ -406,6 +426,7 @@ def _plan_rows(
             continue
         shared = {tuple(ids[:-1]) for _, ids in choices}
         fits = all(len(context) + len(ids) <= max_length + 1 for _, ids in choices)
+        fits &= pack_limit is None or len(context) + sum(len(ids) - 1 for _, ids in choices) <= pack_limit
         if fast_path and len(choices) == len(continuations) and len(shared) == 1:
             rows.append(_make_row(index, context, choices, max_length))
             n_fast += 1
@@ -439,6 +460,71 @@ def _merge_identical(rows: list[_Row]) -> list[_Row]:
     return list(merged.values())
 
 
+def _batches(rows: list[_Row], batch_size: int, share: bool) -> list[list[_Row]]:
+    """The rows in batches of at most `batch_size`, longest batches first (an OOM shows at once).
+
+    Without `share`, the rows are sorted by length. With it, rows that share a long prefix (at least
+    `SHARED_PREFIX_MIN` tokens more than the rows around them: a few-shot priming, a system prompt,
+    an instruction) are batched together, so that `_score_batch` computes that prefix once per batch;
+    within such a group, and among the other rows, batches are cut from the rows sorted by length.
+    """
+    if not rows:
+        return []
+    if share:
+        batches = _group_batches(sorted(rows, key=lambda row: row.inputs), 0, batch_size)
+    else:
+        ordered = sorted(rows, key=lambda row: len(row.inputs), reverse=True)
+        batches = [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
+    return sorted(batches, key=lambda batch: max(len(row.inputs) for row in batch), reverse=True)
+
+
+def _group_batches(rows: list[_Row], depth: int, batch_size: int) -> list[list[_Row]]:
+    """Batches of `rows` (sorted lexicographically, all sharing their first `depth` tokens).
+
+    Runs of at least `SHARED_GROUP_MIN` rows that share `SHARED_PREFIX_MIN` more tokens become groups,
+    batched recursively on their own; the other rows are sorted by length and batched together.
+    """
+    groups, pool, run = [], [], [rows[0]]
+    for previous, row in zip(rows, rows[1:]):
+        if _common_prefix(previous.inputs, row.inputs) >= depth + SHARED_PREFIX_MIN:
+            run.append(row)
+            continue
+        (groups.append(run) if len(run) >= SHARED_GROUP_MIN else pool.extend(run))
+        run = [row]
+    (groups.append(run) if len(run) >= SHARED_GROUP_MIN else pool.extend(run))
+    batches = []
+    for group in groups:
+        shared = min(_common_prefix(a.inputs, b.inputs) for a, b in zip(group, group[1:]))
+        batches += _group_batches(group, shared, batch_size)
+    pool.sort(key=lambda row: len(row.inputs), reverse=True)
+    return batches + [pool[start : start + batch_size] for start in range(0, len(pool), batch_size)]
+
+
+def _shared_prefix(rows: Sequence[_Row], window: int | None = None) -> int:
+    """How many leading tokens a batch computes once: those all rows share before their first read.
+
+    0 for a single row, when the shared prefix is shorter than `SHARED_PREFIX_MIN`, or when a row is
+    longer than the model's sliding attention `window` (its cache would keep only the window).
+    """
+    if len(rows) < 2 or (window is not None and max(len(row.inputs) for row in rows) > window):
+        return 0
+    inputs = [row.inputs for row in rows]
+    shared = min(_common_prefix(min(inputs), max(inputs)), min(pos for row in rows for pos, _, _ in row.reads))
+    return shared if shared >= SHARED_PREFIX_MIN else 0
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token lists (bisection over slice comparisons)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def _packed_inputs(rows: Sequence[_Row], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Position ids and the 4D boolean attention mask (True: attend) of a batch with packed rows.
 
@@ -461,11 +547,13 @@ def _packed_inputs(rows: Sequence[_Row], width: int) -> tuple[torch.Tensor, torc
     return positions, mask[:, None, :, :]
 
 
-def _score_batch(model, tokenizer, rows: Sequence[_Row]) -> list[dict[tuple[int, int], float]]:
+def _score_batch(model, tokenizer, rows: Sequence[_Row], prefix: int = 0) -> list[dict[tuple[int, int], float]]:
     """Run one right-padded batch; per row, the log-likelihood of each of its (request, choice) pairs.
 
     Plain rows need no attention mask, as lm-eval: with causal attention the padding after a row
-    cannot change it. A batch with a packed row gets position ids and a block attention mask.
+    cannot change it. A batch with a packed row gets position ids and a block attention mask. With
+    `prefix` > 0 the rows' first `prefix` tokens (the same in every row, before any read position) run
+    once and the rest of each row attends to their keys and values (a KV cache repeated over the batch).
     """
     width = max(len(row.inputs) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -473,19 +561,23 @@ def _score_batch(model, tokenizer, rows: Sequence[_Row]) -> list[dict[tuple[int,
     keep = torch.zeros(ids.shape, dtype=torch.bool)
     for b, row in enumerate(rows):
         keep[b, [pos for pos, _, _ in row.reads]] = True
+    keep = keep[:, prefix:]
     flat = torch.cumsum(keep.flatten(), 0).view(keep.shape) - 1  # row of each kept position in the logits
     read_rows = torch.tensor([b for b, row in enumerate(rows) for _ in row.reads])
-    index = flat[read_rows, torch.tensor([pos for row in rows for pos, _, _ in row.reads])]
+    index = flat[read_rows, torch.tensor([pos - prefix for row in rows for pos, _, _ in row.reads])]
     targets = torch.tensor([tok for row in rows for _, tok, _ in row.reads])
     device = _input_device(model)
     extra = {}
     if any(row.blocks is not None for row in rows):
         positions, mask = _packed_inputs(rows, width)
+        mask = mask[:, :, prefix:, :]  # the queries after the prefix, the keys of the whole row
         if _attention_implementation(model) == "eager":  # eager attention adds the mask to the scores
             dtype = model.get_input_embeddings().weight.dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
-        extra = {"position_ids": positions.to(device), "attention_mask": mask.to(device)}
-    logits = _selected_logits(model, ids.to(device), keep.to(device), int(keep.sum()), extra)
+        extra = {"position_ids": positions[:, prefix:].to(device), "attention_mask": mask.to(device)}
+    if prefix:
+        extra.update(past_key_values=_prefix_cache(model, ids[:1, :prefix].to(device), len(rows)), use_cache=True)
+    logits = _selected_logits(model, ids[:, prefix:].to(device), keep.to(device), int(keep.sum()), extra)
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     values = logprobs[index.to(logprobs.device), targets.to(logprobs.device)].double().cpu().numpy()
     scores, cursor = [], 0
@@ -498,22 +590,30 @@ def _score_batch(model, tokenizer, rows: Sequence[_Row]) -> list[dict[tuple[int,
     return scores
 
 
+def _prefix_cache(model, prefix_ids: torch.Tensor, n_rows: int):
+    """The KV cache of `prefix_ids` (one row) repeated for `n_rows` rows."""
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(type(_base_model(model))) else {}
+    cache = model(input_ids=prefix_ids, use_cache=True, **extra).past_key_values
+    cache.batch_repeat_interleave(n_rows)
+    return cache
+
+
 def _selected_logits(model, ids: torch.Tensor, keep: torch.Tensor, n_keep: int, extra: dict | None = None) -> torch.Tensor:
     """Logits at the `keep` positions, flattened row by row to (n_keep, vocab).
 
     Models whose forward takes `logits_to_keep` project only those positions onto the vocabulary.
     `extra` holds further forward arguments (position ids and attention mask of packed rows).
     """
-    extra = extra or {}
+    extra = {"use_cache": False, **(extra or {})}
     if _accepts_logits_to_keep(type(_base_model(model))):
-        logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False, **extra).logits
+        logits = model(input_ids=ids, logits_to_keep=keep, **extra).logits
         if logits.dim() == 2 and logits.shape[0] == n_keep:
             return logits
         raise RuntimeError(
             f"{type(_base_model(model)).__name__} returned logits of shape {tuple(logits.shape)} for a boolean "
             f"logits_to_keep mask selecting {n_keep} positions; expected ({n_keep}, vocab)"
         )
-    return model(input_ids=ids, use_cache=False, **extra).logits[keep]
+    return model(input_ids=ids, **extra).logits[keep]
 
 
 def _attention_implementation(model) -> str | None:
@@ -530,6 +630,16 @@ def _can_pack(model) -> bool:
     """
     float32 = model.get_input_embeddings().weight.dtype == torch.float32
     return float32 and _attention_implementation(model) in ("sdpa", "eager")
+
+
+def _sliding_window(model) -> int | None:
+    """The model's sliding attention window in tokens (Gemma, Mistral, ...), None when it has none."""
+    config = getattr(_base_model(model), "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window
 
 
 @functools.cache
