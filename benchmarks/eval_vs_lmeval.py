@@ -46,6 +46,13 @@ def build_requests(tokenizer, tasks, limit, chat_template):
     ]
 
 
+def synthetic_words() -> list[str]:
+    """The words of the synthetic corpus (the tokenizer knows them), for paper-shaped items."""
+    from transfergrid.synthetic import corpus
+
+    return sorted({w for line in corpus()[:2000] for w in line.split() if w.isalpha()})
+
+
 def arc_shaped_requests(tokenizer, n_items, chat_template, seed=0):
     """Paper-like option-text items (ARC-shaped): a ~40-word question, four 3-8-word options of synthetic words.
 
@@ -56,9 +63,8 @@ def arc_shaped_requests(tokenizer, n_items, chat_template, seed=0):
 
     from transfergrid.data import Item, PromptFormat
     from transfergrid.formats import build_scoring_request
-    from transfergrid.synthetic import corpus
 
-    words = sorted({w for line in corpus()[:2000] for w in line.split() if w.isalpha()})
+    words = synthetic_words()
     rng = random.Random(seed)
     fmt = PromptFormat(template="Question: {question}\nAnswer:", target="text")
     items = [
@@ -73,17 +79,16 @@ def truthfulqa_shaped_requests(tokenizer, n_items, chat_template, seed=1):
     """The paper's TruthfulQA MC1 prompt (its 6-pair Q:/A: priming, from `suites/paper/truthfulqa.yaml`)
     around synthetic-word questions (8-20 words) and 4-8 answer sentences (4-12 words) per item.
 
-    Every prompt of the task starts with the same ~190-token priming (in any language), which the
-    scorer computes once per batch; lm-eval runs it once per choice.
+    Every prompt of the task starts with the same priming (in any language; ~470 tokens with the tiny
+    tokenizer), which the scorer computes once per batch; lm-eval runs it once per choice.
     """
     import random
 
     from transfergrid.data import Item, get_suite
     from transfergrid.formats import build_scoring_request
-    from transfergrid.synthetic import corpus
 
     fmt = get_suite("paper").tasks["truthfulqa"].eval_format
-    words = sorted({w for line in corpus()[:2000] for w in line.split() if w.isalpha()})
+    words = synthetic_words()
     rng = random.Random(seed)
 
     def sentence(low, high):

@@ -49,19 +49,21 @@ def hub_reachable() -> bool:
     return _probe_result
 
 
+def _cache_dir(variable: str, name: str) -> Path:
+    """`$variable`, else `$HF_HOME/<name>`, else `~/.cache/huggingface/<name>`."""
+    if os.environ.get(variable):
+        return Path(os.environ[variable])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / name
+
+
 def hub_cache_dir() -> Path:
     """The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return home / "hub"
+    return _cache_dir("HF_HUB_CACHE", "hub")
 
 
 def datasets_cache_dir() -> Path:
     """The `datasets` cache: $HF_DATASETS_CACHE, else $HF_HOME/datasets."""
-    if os.environ.get("HF_DATASETS_CACHE"):
-        return Path(os.environ["HF_DATASETS_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "datasets"
+    return _cache_dir("HF_DATASETS_CACHE", "datasets")
 
 
 def model_cached(repo_id: str, revision: str) -> bool:

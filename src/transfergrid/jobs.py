@@ -402,18 +402,11 @@ def _evaluate_full(study: Study, cfg: EvalConfig, host, model_dir: Path, label: 
     """Load a full fine-tune's weights (recipe `full`, SPEC 1.18) and evaluate them; the shared base is untouched."""
     from transformers import AutoModelForCausalLM
 
-    from transfergrid.evaluation import evaluate_cells
-
     base, tokenizer = study.base_model(getattr(cfg, "device", None))
     param = next(base.parameters())
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=param.dtype).to(param.device)
     model.eval()
-    result = evaluate_cells(
-        model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
-        chat_template=cfg.chat_template, limit=cfg.limit, progress=label,
-    )
-    result.swap_seconds = 0.0
-    return result
+    return _score(study, cfg, model, tokenizer, progress=label)
 
 
 def _finetune_runs(study: Study, cfg: EvaluateConfig) -> list:
