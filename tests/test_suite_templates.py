@@ -207,3 +207,36 @@ def test_predictions_record_the_scored_context_and_choices(tmp_path):
         plain, delimiter = "it test premise 1 was seen quindi", "" if chat else " "  # chat: lm-eval's empty delimiter
         assert (first["context"] == plain) != chat and plain in first["context"]
         assert list(first["choices"]) == [delimiter + "the test cause 1 one.", delimiter + "the test cause 1 two."]
+
+
+# ---- suite versions (content hashes, part of every run key) -------------------------------------------
+HUB_SUITE = """name: hub-suite
+benchmarks:
+  - name: qa
+    languages: [en, de]
+    source: {path: org/qa, revision: 0123456789abcdef0123456789abcdef01234567, name: "{language}"}
+    language_sources: {de: {path: org/qa-de}}
+    splits: {train: {split: val, n: 30}, test: {split: val, n: 20}}
+    id_field: null
+    fields: {question: "{activity_label}: {ctx.a} {ctx_b!c}", choices: [a, b], answer: label, answer_type: index}
+    clean: okapi
+    train_format: {template: "{question}\\n{options}\\nAnswer:", max_length: 128}
+    eval_format: {template: "{question}", target: text}
+"""
+PAPER_WITHOUT_MANIFESTS = """name: paper-before-manifests
+benchmarks:
+  - {use: paper/arc_challenge, split_manifest: null}
+  - {use: paper/global_mmlu, split_manifest: null}
+  - {use: paper/hellaswag, split_manifest: null, id_field: ind}
+  - {use: paper/truthfulqa, split_manifest: null, row_ids: per_split}
+"""
+
+
+def test_suite_versions_change_only_with_content(tmp_path):
+    """The versions pinned here were computed by the code before templates, manifests and row_ids existed."""
+    assert load_suite_file(_write(tmp_path / "hub.yaml", HUB_SUITE)).version == "1-df4831d1"  # an older suite file: unchanged
+    # the paper suite differs from what it was only by the authors' items: without them it is the same version
+    assert load_suite_file(_write(tmp_path / "old.yaml", PAPER_WITHOUT_MANIFESTS)).version == "1-72bef6d6"
+    assert get_suite("paper").version != "1-72bef6d6"
+    jinja = HUB_SUITE.replace('"{activity_label}: {ctx.a} {ctx_b!c}"', '"{{ activity_label }}: {{ ctx.a }} {{ ctx_b | capitalize }}"')
+    assert load_suite_file(_write(tmp_path / "jinja.yaml", jinja)).version != "1-df4831d1"
