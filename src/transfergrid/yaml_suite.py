@@ -95,6 +95,7 @@ class Benchmark:
     template_vars: dict = field(default_factory=dict)
     _rows: dict = field(default_factory=dict, repr=False)
     _ids: dict = field(default_factory=dict, repr=False)
+    _split_sizes: dict = field(default_factory=dict, repr=False)
 
     # ---- data sources -------------------------------------------------------------------------------
     def source_for(self, language: str) -> dict:
@@ -121,11 +122,10 @@ class Benchmark:
 
     def _split_offset(self, language: str, split: str) -> int:
         """Total rows of the splits the dataset lists before `split` (the paper's TruthfulQA `truth_id`)."""
-        key = (language, "splits")
-        if key not in self._rows:
+        if language not in self._split_sizes:
             loaded = _load(self.source_for(language), None, f"{self.spec.name}.{language}")
-            self._rows[key] = [(name, len(part)) for name, part in loaded.items()] if hasattr(loaded, "items") else []
-        sizes = self._rows[key]
+            self._split_sizes[language] = [(name, len(part)) for name, part in loaded.items()] if hasattr(loaded, "items") else []
+        sizes = self._split_sizes[language]
         upstream = self.source_for(language).get("split_names", {}).get(split, split)
         names = [name for name, _ in sizes]
         if not sizes:  # a single Dataset: one split, numbered from 0
@@ -206,14 +206,18 @@ class Benchmark:
         if answer_type == "first":
             gold = 0
         else:
-            answer = text(f["answer"]) if suite_templates.is_jinja(f["answer"]) else get_field(row, f["answer"])
+            if not suite_templates.is_jinja(f["answer"]):
+                answer = get_field(row, f["answer"])
+            elif answer_type == "one_hot":
+                answer = suite_templates.render_list(f["answer"], row, language=language, variables=variables)
+            else:
+                answer = text(f["answer"])
             if answer_type == "letter":
                 gold = LETTERS.index(str(answer).strip()) if str(answer).strip() in LETTERS else -1
             elif answer_type == "index":
                 gold = int(str(answer).strip())
             else:  # one_hot
-                labels = list(answer) if not isinstance(answer, str) else list(_literal(answer))
-                gold = labels.index(1) if 1 in labels else -1
+                gold = list(answer).index(1) if 1 in list(answer) else -1
         if not 0 <= gold < len(choices):
             return None
         return Item(id=ident, question=question, choices=choices, gold=gold)
@@ -230,7 +234,7 @@ class Benchmark:
                     f"{self.file}: {where} split {split!r} has no field {exc.args[0]!r} "
                     f"(its fields: {', '.join(sorted(row))}); fix `fields`/`id_field`"
                 ) from None
-            except TemplateError as exc:
+            except ValueError as exc:  # a template that fails on this row, an answer that is not an index
                 raise SuiteFileError(f"{self.file}: {where} split {split!r}, item {ident!r}: {exc} "
                                      f"(its fields: {', '.join(sorted(row))})") from None
             if item is None:
@@ -386,15 +390,6 @@ def _sorted_ids(pairs: list[tuple[str, Any]]) -> list[str]:
         return sorted(ident for ident, _ in pairs)
 
 
-def _literal(text: str) -> Any:
-    import ast
-
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        raise TemplateError(f"expected a list literal such as [0, 1, 0], got {text!r}") from None
-
-
 def read_split_manifest(path: Path) -> dict[str, list[str]]:
     """A split manifest: CSV with columns `split,id` (split `train` or `test`: the pool), in file order.
 
@@ -517,35 +512,9 @@ def load_benchmark(data: dict, file: str, base_dir: Path) -> Benchmark:
     for language, override in language_sources.items():
         check_choice(f"{file}: language_sources language", language, list(languages))
         _check_keys(override, _SOURCE_KEYS, f"{file}: language_sources.{language}")
-    splits = {}
     trainable = data.get("train_format") is not None
-    _check_keys(data["splits"] or {}, {"train", "test"}, f"{file}: splits")
-    for pool in ("train", "test"):
-        spec = (data["splits"] or {}).get(pool)
-        if spec is None:
-            if pool == "train" and not trainable:
-                continue  # an evaluation-only benchmark needs no train pool
-            raise SuiteFileError(f"{file}: splits needs `{pool}` (upstream split and optional n)"
-                                 + ("; a benchmark with a train_format fine-tunes on it" if pool == "train" else ""))
-        spec = {"split": spec} if isinstance(spec, str) else dict(spec)
-        _check_keys(spec, {"split", "n"}, f"{file}: splits.{pool}")
-        splits[pool] = SplitSpec(str(spec["split"]), int(spec["n"]) if spec.get("n") is not None else None)
-    fields = dict(data["fields"])
-    _check_keys(fields, {"question", "choices", "answer", "answer_type", "clean_choices"}, f"{file}: fields")
-    for key in ("question", "choices"):
-        if key not in fields:
-            raise SuiteFileError(f"{file}: fields needs {key!r}")
-    answer_type = fields.setdefault("answer_type", "letter")
-    if answer_type not in ANSWER_TYPES:
-        raise SuiteFileError(f"{file}: unknown fields.answer_type {answer_type!r}; valid: {', '.join(ANSWER_TYPES)}")
-    if answer_type != "first" and "answer" not in fields:
-        raise SuiteFileError(f"{file}: fields needs `answer` (or answer_type: first)")
-    try:
-        for template in [fields["question"], fields.get("answer"),
-                         *(fields["choices"] if isinstance(fields["choices"], list) else [fields["choices"]])]:
-            suite_templates.check(template)
-    except TemplateError as exc:
-        raise SuiteFileError(f"{file}: fields: {exc}") from None
+    splits = _splits(data["splits"] or {}, trainable, file)
+    fields = _fields(dict(data["fields"]), file)
     template_vars = _template_vars(data.get("template_vars"), languages, file)
     row_ids = str(data.get("row_ids", "per_split"))
     if row_ids not in ROW_IDS:
@@ -573,6 +542,48 @@ def load_benchmark(data: dict, file: str, base_dir: Path) -> Benchmark:
         id_language=id_language, fields=fields, clean=clean, file=file, split_manifest=manifest_path,
         description=str(data.get("description", "")), row_ids=row_ids, template_vars=template_vars,
     )
+
+
+def _splits(data: dict, trainable: bool, file: str) -> dict[str, SplitSpec]:
+    """`splits`: the test pool's upstream split, and the train pool's unless the benchmark is evaluation-only."""
+    _check_keys(data, {"train", "test"}, f"{file}: splits")
+    splits = {}
+    for pool in ("train", "test"):
+        spec = data.get(pool)
+        if spec is None:
+            if pool == "train" and not trainable:
+                continue  # an evaluation-only benchmark needs no train pool
+            raise SuiteFileError(f"{file}: splits needs `{pool}` (upstream split and optional n)"
+                                 + ("; a benchmark with a train_format fine-tunes on it" if pool == "train" else ""))
+        spec = {"split": spec} if isinstance(spec, str) else dict(spec)
+        _check_keys(spec, {"split", "n"}, f"{file}: splits.{pool}")
+        splits[pool] = SplitSpec(str(spec["split"]), int(spec["n"]) if spec.get("n") is not None else None)
+    return splits
+
+
+def _field_templates(fields: dict) -> list:
+    """The question, answer and choice entries of `fields` (field names, format strings or Jinja templates)."""
+    choices = fields["choices"] if isinstance(fields["choices"], list) else [fields["choices"]]
+    return [fields["question"], fields.get("answer"), *choices]
+
+
+def _fields(fields: dict, file: str) -> dict:
+    """`fields`, checked: required keys, the answer type, and Jinja templates that parse."""
+    _check_keys(fields, {"question", "choices", "answer", "answer_type", "clean_choices"}, f"{file}: fields")
+    for key in ("question", "choices"):
+        if key not in fields:
+            raise SuiteFileError(f"{file}: fields needs {key!r}")
+    answer_type = fields.setdefault("answer_type", "letter")
+    if answer_type not in ANSWER_TYPES:
+        raise SuiteFileError(f"{file}: unknown fields.answer_type {answer_type!r}; valid: {', '.join(ANSWER_TYPES)}")
+    if answer_type != "first" and "answer" not in fields:
+        raise SuiteFileError(f"{file}: fields needs `answer` (or answer_type: first)")
+    try:
+        for template in _field_templates(fields):
+            suite_templates.check(template)
+    except TemplateError as exc:
+        raise SuiteFileError(f"{file}: fields: {exc}") from None
+    return fields
 
 
 def _template_vars(data: Any, languages: tuple[str, ...], file: str) -> dict[str, dict]:
@@ -666,8 +677,7 @@ def _fingerprint(b: Benchmark) -> dict:
     }
     # Keys added later enter only where they are used, so that the versions of suites written before them
     # (and their run keys) stay the same; a field template read as Jinja changes the version.
-    templates = b.fields["choices"] if isinstance(b.fields["choices"], list) else [b.fields["choices"]]
-    if any(suite_templates.is_jinja(t) for t in [b.fields["question"], b.fields.get("answer"), *templates]):
+    if any(suite_templates.is_jinja(t) for t in _field_templates(b.fields)):
         fingerprint["templates"] = "jinja"
     if b.template_vars:
         fingerprint["template_vars"] = b.template_vars
