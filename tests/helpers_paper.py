@@ -53,13 +53,14 @@ def mmlu_rows(language: str, split: str, n: int) -> list[dict]:
 
 
 def hellaswag_rows(language: str, n: int) -> list[dict]:
-    """m_hellaswag `val` rows: ind, activity_label, ctx_a, ctx_b, ctx, endings, source_id, split, split_type, label."""
+    """m_hellaswag `val` rows: id (`hellaswag/validation/<n>`, the paper's id column), ind, activity_label,
+    ctx_a, ctx_b, ctx, endings, source_id, split, split_type, label."""
     rng = random.Random("hellaswag")
     rows = []
     for i in range(n):
         ctx_a, ctx_b = _text(rng, language, 5) + " [title] " + _text(rng, language, 2), "THE " + _text(rng, language, 3)
         rows.append({
-            "ind": 1000 + i, "activity_label": f"Activity {i % 3}", "ctx_a": ctx_a, "ctx_b": ctx_b,
+            "id": f"hellaswag/validation/{1000 + i}", "ind": 1000 + i, "activity_label": f"Activity {i % 3}", "ctx_a": ctx_a, "ctx_b": ctx_b,
             "ctx": f"{ctx_a} {ctx_b}", "endings": [_text(rng, language, 3) + " [step] x" for _ in range(4)],
             "source_id": f"wikihow~{i}", "split": "val", "split_type": "indomain", "label": str(i % 4),
         })
@@ -107,7 +108,8 @@ def write_fixtures(root: Path, languages=LANGS, train_n: int = 40, test_n: int =
 
 def fixture_suite_yaml(root: Path, languages=LANGS, tasks=("arc_challenge", "global_mmlu", "hellaswag", "truthfulqa"),
                        train_n: int = 30, test_n: int = 20, extra: str = "") -> str:
-    """A suite reusing the built-in paper benchmarks, reading the fixtures under `root`."""
+    """A suite reusing the built-in paper benchmarks, reading the fixtures under `root`, with pools drawn
+    (seed 42, `train_n`/`test_n` items) instead of the paper's manifests, whose ids these fixtures lack."""
     langs = "[" + ", ".join(languages) + "]"
     sources = {
         "arc_challenge": f'{{load_from_disk: "{root}/m_arc/{{language}}"}}',
@@ -124,7 +126,8 @@ def fixture_suite_yaml(root: Path, languages=LANGS, tasks=("arc_challenge", "glo
     }
     lines = ["name: paper-fixture", "chat_template: true", "models: [builtin:tiny-llama]", "benchmarks:"]
     for task in tasks:
-        lines += [f"  - use: paper/{task}", f"    languages: {langs}", f"    source: {sources[task]}", f"    splits: {splits[task]}"]
+        lines += [f"  - use: paper/{task}", f"    languages: {langs}", f"    source: {sources[task]}", f"    splits: {splits[task]}",
+                  "    split_manifest: null"]
     return "\n".join(lines) + "\n" + extra
 
 

@@ -40,6 +40,7 @@ def test_cot_baseline_is_its_own_protocol_and_feeds_the_ft_vs_cot_analysis(track
     from entrypoints import baseline as baseline_entry
     from entrypoints import evaluate as evaluate_entry
     from entrypoints import finetune as finetune_entry
+    from transfergrid.config import DEFAULT_COT_PROMPT
     from transfergrid.tracking import names
 
     grid = ["--tasks", "syn_lookup,syn_match", "--languages", "xn1,xs1"]
@@ -55,6 +56,9 @@ def test_cot_baseline_is_its_own_protocol_and_feeds_the_ft_vs_cot_analysis(track
     assert 0.0 <= cot.data.metrics["score/syn_match/xs1"] <= 1.0 and cot.data.metrics["eval/items_per_second"] > 0
     predictions = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{cot_id}/{names.PREDICTIONS_ARTIFACT}"))
     assert len(predictions) == 4 * 8 and {"generation", "predicted", "gold"} <= set(predictions.columns)
+    shown = predictions.iloc[0]  # what the model was shown: the lettered prompt with the CoT instruction, and the options
+    assert DEFAULT_COT_PROMPT in shown["context"] and len(shown["choices"]) >= 2
+    assert all(choice in shown["context"] for choice in shown["choices"])
     assert baseline_entry.main(grid + ["--protocol", "cot", "--cot_max_new_tokens", "6", "--limit", "8"]) == cot_id  # rerun: reused
 
     analysis_id = analysis_entry.main([])

@@ -41,10 +41,12 @@ benchmarks:
   - use: paper/arc_challenge
     languages: [en, de]
     source: {{path: tg-test/m_arc, revision: {ARC_REV}, name: "{{language}}"}}
+    split_manifest: null
     splits: {{train: {{split: train, n: 30}}, test: {{split: test, n: 20}}}}
   - use: paper/global_mmlu
     languages: [en, de]
     source: {{path: tg-test/Global-MMLU-Lite, revision: {MMLU_REV}, name: "{{language}}"}}
+    split_manifest: null
 """)
     return suite
 

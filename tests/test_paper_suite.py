@@ -63,7 +63,7 @@ ARC_ROW = {"id": "Mercury_7", "answer": "B", "instruction": " Which gas do plant
            "option_b": "carbon dioxide", "option_c": "helium", "option_d": "neon", "option_e": None}
 MMLU_ROW = {"sample_id": "astronomy/test/3", "question": " What is the Sun?\n", "option_a": "a star", "option_b": "a planet",
             "option_c": "a moon", "option_d": "a comet", "answer": "A", "subject": "astronomy"}
-HS_ROW = {"ind": 24, "activity_label": "Baking cookies", "ctx_a": "A woman is in a kitchen. [title] She",
+HS_ROW = {"id": "hellaswag/validation/24", "ind": 24, "activity_label": "Baking cookies", "ctx_a": "A woman is in a kitchen. [title] She",
           "ctx_b": "PUTS flour in a bowl.", "ctx": "", "endings": ["mixes it [step] well.", "runs away.", "sings.", "sleeps."],
           "label": "0", "split": "val", "split_type": "indomain", "source_id": "x"}
 TQA_ROW = {"question": "What happens if you eat seeds?", "mc1_targets_choices": ["Nothing happens.", "You die."],
@@ -98,7 +98,7 @@ def test_hellaswag_query_is_cleaned_as_okapi(paper):
     bench = paper.benchmarks["hellaswag"]
     item = bench.to_item(HS_ROW, 0)
     query = "Baking cookies: A woman is in a kitchen.. She Puts flour in a bowl."  # " [title]" -> ". "
-    assert item.question == query and item.choices[0] == "mixes it well." and item.gold == 0 and item.id == "24"
+    assert item.question == query and item.choices[0] == "mixes it well." and item.gold == 0 and item.id == "hellaswag/validation/24"
     assert render_prompt(item, bench.spec.train_format) + render_target(item, bench.spec.train_format) == (
         query + "\nA) mixes it well.\nB) runs away.\nC) sings.\nD) sleeps.\nAnswer: A")
     request = build_scoring_request(item, bench.spec.eval_format)
@@ -182,14 +182,16 @@ def test_split_manifest_overrides_the_pools(tmp_path):
     manifest = tmp_path / "arc.csv"
     train_ids = [f"Mercury_train_{i:04d}" for i in (0, 1, 2, 4, 5, 6, 7, 8, 9, 10)]
     manifest.write_text("split,id\n" + "".join(f"train,{i}\n" for i in train_ids) + "test,Mercury_test_0005\ntest,Mercury_test_0001\n")
-    text = suite_file.read_text().replace("    splits:", f"    split_manifest: {manifest}\n    splits:")
+    text = suite_file.read_text().replace("    split_manifest: null", f"    split_manifest: {manifest}")
     suite = load_suite_file(_write(tmp_path / "m.yaml", text))
-    assert [i.id for i in suite.items(Cell("arc_challenge", "de"), "test")] == ["Mercury_test_0005", "Mercury_test_0001"]
+    # each selected split sorted by its id column, whatever the manifest's order
+    assert [i.id for i in suite.items(Cell("arc_challenge", "de"), "test")] == ["Mercury_test_0001", "Mercury_test_0005"]
     train = suite.items(Cell("arc_challenge", "en"), "train") + suite.items(Cell("arc_challenge", "en"), "validation")
     assert sorted(i.id for i in train) == sorted(train_ids)
-    manifest.write_text("split,id\ntrain,a\ntest,a\n")
-    with pytest.raises(SuiteFileError, match="both train and test"):
-        load_suite_file(_write(tmp_path / "m.yaml", text)).items(Cell("arc_challenge", "en"), "test")
+    manifest.write_text("split,id\ntrain,Mercury_train_0000\ntest,Mercury_test_0001\ntest,Mercury_test_0999\n")
+    with pytest.raises(SuiteFileError, match=r"1 of the 2 test ids of benchmark arc_challenge, language de, are missing "
+                                             r"from split 'test'; first: Mercury_test_0999"):
+        load_suite_file(_write(tmp_path / "m.yaml", text)).items(Cell("arc_challenge", "de"), "test")
 
 
 def _write(path: Path, text: str) -> Path:
@@ -347,7 +349,7 @@ def test_using_a_paper_benchmark_on_fewer_languages_keeps_its_per_language_sourc
 
 def test_a_field_missing_from_the_data_is_named_with_the_fields_it_has(tmp_path):
     suite_file = write_fixture_suite(tmp_path / "data", tasks=("hellaswag",))
-    text = suite_file.read_text().replace("    splits:", "    id_field: id\n    splits:")
+    text = suite_file.read_text().replace("    splits:", "    id_field: uid\n    splits:")
     suite = load_suite_file(_write(tmp_path / "s.yaml", text))
-    with pytest.raises(SuiteFileError, match=r"hellaswag.en split 'val' has no field 'id' \(its fields: activity_label, ctx,"):
+    with pytest.raises(SuiteFileError, match=r"hellaswag.(en|de) split 'val' has no field 'uid' \(its fields: activity_label, ctx,"):
         suite.items(Cell("hellaswag", "de"), "test")

@@ -32,7 +32,7 @@ _GENERIC_LAYOUT = PromptFormat(template="{question}\n{options}", option_template
 def cot_format(suite: Suite, task: str) -> PromptFormat:
     """The lettered layout an item of `task` is shown in (the task's training format when it uses letters)."""
     fmt = suite.tasks[task].train_format
-    return fmt if fmt.target == "letter" and "{options}" in fmt.template else _GENERIC_LAYOUT
+    return fmt if fmt is not None and fmt.target == "letter" and "{options}" in fmt.template else _GENERIC_LAYOUT
 
 
 def cot_prompt_text(item: Item, fmt: PromptFormat, cot_prompt: str) -> str:
@@ -122,6 +122,7 @@ def generate_cells(
         records.append({
             "task": cell.task, "language": cell.language, "item_id": item.id, "gold": item.gold,
             "predicted": -1 if predicted is None else predicted, "generation": outputs[i],
+            "context": prompt, "choices": list(item.choices),  # what the model was shown
         })
     predictions = pd.DataFrame(records)
     metrics = {}

@@ -81,7 +81,8 @@ class TaskSpec:
     Attributes:
         name: task code name (e.g. `arc_challenge`).
         languages: language codes the task is available in.
-        train_format: how source items are rendered for fine-tuning (SPEC 1.5).
+        train_format: how source items are rendered for fine-tuning (SPEC 1.5); None for an
+            evaluation-only task (a target, never a fine-tuning source).
         eval_format: how target items are scored (SPEC 1.6); `target=text` reports acc_norm.
         construction: `human`, `machine` (translated) or `synthetic`.
         version: bumped on any prompt or data change; part of every run key.
@@ -89,7 +90,7 @@ class TaskSpec:
 
     name: str
     languages: tuple[str, ...]
-    train_format: PromptFormat
+    train_format: PromptFormat | None
     eval_format: PromptFormat
     construction: str = "synthetic"
     version: int = 1

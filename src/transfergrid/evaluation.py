@@ -62,7 +62,7 @@ _ENCODE_CACHE_SIZE = 512  # cached cells (tokenizer x suite x cell x options); a
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM fallback when neither config nor tokenizer says
 _UNSET_TOKENIZER_MAX = 1000000000000000019884624838656  # transformers' "no limit" model_max_length
 PREDICTION_COLUMNS = (
-    "task", "language", "item_id", "gold", "predicted", "predicted_norm", "loglik", "choice_chars",
+    "task", "language", "item_id", "gold", "predicted", "predicted_norm", "loglik", "choice_chars", "context", "choices",
 )
 
 
@@ -72,7 +72,9 @@ class EvalResult:
 
     Attributes:
         predictions: one row per item with the columns `PREDICTION_COLUMNS`; `loglik` holds one float
-            per choice and `choice_chars` the character length of each choice string.
+            per choice and `choice_chars` the character length of each choice string; `context` and
+            `choices` are the exact strings scored (the rendered, chat-templated where on, context and
+            each continuation with its target delimiter), so what was scored can be audited.
         metrics: per cell, `acc`, `acc_norm` (only for tasks that report it), `score` (acc_norm where
             defined, else acc) and `n` (number of items, an int).
         seconds: wall-clock time of the whole evaluation.
@@ -306,14 +308,13 @@ def predict(logliks: Sequence[float], choice_chars: Sequence[int]) -> tuple[int,
 def _predictions_frame(
     keys: Sequence[tuple[Cell, Item]], requests: Sequence[ScoringRequest], logliks: Sequence[list[float]]
 ) -> pd.DataFrame:
-    """One row per item with gold, both predictions, the log-likelihoods and the choice lengths."""
+    """One row per item with gold, both predictions, the log-likelihoods, the choice lengths and the scored text."""
     records = []
     for (cell, item), request, lls in zip(keys, requests, logliks):
         chars = [len(text) for text in request.choice_texts]
         predicted, predicted_norm = predict(lls, chars)
-        records.append(
-            (cell.task, cell.language, str(item.id), request.gold, predicted, predicted_norm, list(lls), chars)
-        )
+        records.append((cell.task, cell.language, str(item.id), request.gold, predicted, predicted_norm, list(lls), chars,
+                        request.context, list(request.continuations)))
     frame = pd.DataFrame.from_records(records, columns=list(PREDICTION_COLUMNS))
     return frame.astype({"gold": "int64", "predicted": "int64", "predicted_norm": "int64"})
 

@@ -163,6 +163,6 @@ def prefetch(model_ids: list[tuple[str, str]], suite, cells) -> None:
         logger.info("downloading dataset %s (revision %s)", dataset_id, revision)
         snapshot_download(dataset_id, repo_type="dataset", revision=revision, cache_dir=hub_cache_dir())
     for cell in tqdm(list(cells), desc="datasets", unit="cell"):
-        for split in ("train", "test"):
+        for split in ("train", "test") if suite.tasks[cell.task].train_format is not None else ("test",):
             items = suite.items(cell, split)
             logger.info("%s %s: %d items", cell, split, len(items))

@@ -226,10 +226,15 @@ def _log_evaluation(run: writer.RunWriter, result) -> None:
 
 
 def source_cell(study: Study, cfg: FinetuneConfig) -> Cell:
-    """The source cell of a fine-tune: `cfg.source`, or the first selected cell; must be in the suite."""
-    cell = Cell.parse(cfg.source) if cfg.source else study.cells[0]
+    """The source cell of a fine-tune: `cfg.source`, or the first trainable selected cell; must be in the suite
+    and have a training format (an evaluation-only task is a target, never a source)."""
+    trainable = [t for t, spec in study.suite.tasks.items() if spec.train_format is not None]
+    cell = Cell.parse(cfg.source) if cfg.source else next((c for c in study.cells if c.task in trainable), study.cells[0])
     check_choice("task", cell.task, list(study.suite.tasks))
     check_choice(f"language of task {cell.task}", cell.language, list(study.suite.tasks[cell.task].languages))
+    if cell.task not in trainable:
+        raise ValueError(f"task {cell.task!r} is evaluation-only (its benchmark has no train_format): it cannot be a "
+                         f"fine-tuning source; tasks that can: {', '.join(trainable) or '(none in this suite)'}")
     return cell
 
 
@@ -468,7 +473,8 @@ def subconfig(cls, cfg, **extra):
 def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     """Every job of the study with its run key, computed before any work (all keys are content hashes)."""
     resolve_defaults(cfg, study)
-    sources = [Cell.parse(text) for text in cfg.sources] or study.cells
+    sources = [Cell.parse(text) for text in cfg.sources] or [  # evaluation-only tasks are targets only
+        cell for cell in study.cells if study.suite.tasks[cell.task].train_format is not None]
     model = study.model.id
     plan = [PlannedJob("baseline", None, baseline_key(study, subconfig(BaselineConfig, cfg)), model)]
     for source in sources:
