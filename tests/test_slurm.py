@@ -226,38 +226,37 @@ def test_scancel_time_limit_and_warning_signal_give_the_job_back_and_nothing_run
     """
     grid = ["--tasks", "syn_lookup", "--languages", "xs1,xn1"]
     baseline_entry.main(grid)  # first: the victims' jobs are fine-tunes
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage, logs = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "logs"
     args = [*grid, "--storage", storage, "--num_epochs", "1", "--lora_r", "8", "--heartbeat_interval", "1",
-            "--grace_period", "600", "--launcher", "slurm", "--slurm_log_dir", str(tmp_path / "logs")]
+            "--grace_period", "600", "--launcher", "slurm", "--slurm_log_dir", str(logs)]
     study = queue.open_study(queue.open_storage(QueueConfig(storage=storage)), "grid-transfergrid")
 
-    def reasons(signal_name: str) -> int:
+    def given_back(signal_name: str) -> int:
         return sum(signal_name in t.user_attrs.get(queue.FAILURE_REASON, "") for t in study.get_trials())
 
-    def running() -> int:
-        return sum(t.state.name == "RUNNING" for t in study.get_trials())
+    def sleeping(task: str) -> bool:  # the worker is inside its fine-tune run (jobs.FAULT_SLEEP_ENV)
+        log = logs / f"{task}.log"
+        return log.exists() and "fault injection: sleeping" in log.read_text()
 
-    monkeypatch.setenv(FAULT_SLEEP_ENV, "300")  # the victims sleep inside their fine-tune run
-    enqueued = grid_entry.main([*args, "--workers", "2", "--slurm_time", "1", "--slurm_signal_seconds", "0"])
+    monkeypatch.setenv(FAULT_SLEEP_ENV, "300")
+    enqueued = grid_entry.main([*args, "--workers", "2", "--slurm_time", "2", "--slurm_signal_seconds", "0"])
     assert enqueued.added == 2
     (victims,) = enqueued.workers
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name("transfergrid").experiment_id
-    _wait_until(lambda: len(client.search_runs([experiment_id], "tags.kind = 'finetune' and attributes.status = 'RUNNING'"))
-                == 2, 120, "both victims inside a fine-tune", slurm_env)
+    first, second = victims.task_ids()
+    _wait_until(lambda: sleeping(first) and sleeping(second), 110, "both victims inside a fine-tune", slurm_env)
 
-    slurm_env.run("scancel", f"{victims.job_id}_0")  # SIGTERM, then SIGKILL after KillWait
-    _wait_until(lambda: reasons("(SIGTERM)") == 1 and running() == 1, 60, "the cancelled job given back", slurm_env)
+    slurm_env.run("scancel", first)  # SIGTERM, then SIGKILL after KillWait
+    _wait_until(lambda: given_back("(SIGTERM)") == 1, 60, "the cancelled worker's job given back", slurm_env)
 
     (warned,) = grid_entry.main([*args, "--workers", "1"]).workers  # claims the job given back
-    _wait_until(lambda: running() == 2, 120, "the third victim's claim", slurm_env)
+    _wait_until(lambda: sleeping(f"{warned.job_id}_0"), 120, "the third victim inside a fine-tune", slurm_env)
     slurm_env.run("scancel", "--signal=USR1", "--batch", f"{warned.job_id}_0")  # what --signal=B:USR1@N sends
-    _wait_until(lambda: reasons("(SIGUSR1)") == 1 and running() == 1, 60, "the warned job given back", slurm_env)
+    _wait_until(lambda: given_back("(SIGUSR1)") == 1, 60, "the warned worker's job given back", slurm_env)
 
-    _wait_until(lambda: _states(victims)[f"{victims.job_id}_1"] == "TIMEOUT", 240, "the time limit", slurm_env)
-    _wait_until(lambda: reasons("(SIGTERM)") == 2 and running() == 0, 60, "the timed-out job given back", slurm_env)
-    assert _states(victims) == {f"{victims.job_id}_0": "CANCELLED", f"{victims.job_id}_1": "TIMEOUT"}
-    assert _states(warned) == {f"{warned.job_id}_0": "FAILED"}
+    _wait_until(lambda: _states(victims)[second] == "TIMEOUT", 240, "the time limit", slurm_env)
+    _wait_until(lambda: given_back("(SIGTERM)") == 2, 60, "the timed-out worker's job given back", slurm_env)
+    assert _states(victims) == {first: "CANCELLED", second: "TIMEOUT"}
+    _wait_until(lambda: _states(warned) == {f"{warned.job_id}_0": "FAILED"}, 60, "the warned worker's end", slurm_env)
 
     monkeypatch.delenv(FAULT_SLEEP_ENV)
     (rest,) = grid_entry.main([*args, "--workers", "2"]).workers
@@ -267,13 +266,14 @@ def test_scancel_time_limit_and_warning_signal_give_the_job_back_and_nothing_run
     status_entry.main(["--storage", storage])
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("    ") and "_" in line.split()[0]}
-    assert rows == {f"{victims.job_id}_0": "CANCELLED", f"{victims.job_id}_1": "TIMEOUT", f"{warned.job_id}_0": "FAILED",
+    assert rows == {first: "CANCELLED", second: "TIMEOUT", f"{warned.job_id}_0": "FAILED",
                     f"{rest.job_id}_0": "COMPLETED", f"{rest.job_id}_1": "COMPLETED"}, out
-    assert "study grid-transfergrid: 3 jobs: 3 done" in out
+    assert "study grid-transfergrid: 2 jobs: 2 done, 0 running, 0 waiting, 0 failed" in out
     trials = study.get_trials()
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 2, "FAIL": 3}
     assert sorted(t.user_attrs[queue.ATTEMPT] for t in trials if t.state.name == "COMPLETE") == [2, 3]
-    runs = client.search_runs([experiment_id], max_results=1000)
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("transfergrid").experiment_id], max_results=1000)
     finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags["kind"] != "grid"]
     assert Counter(r.data.tags["kind"] for r in finished) == {"baseline": 1, "finetune": 2, "evaluate": 2}
     assert len({r.data.tags["run_key"] for r in finished}) == len(finished)  # 0 duplicates
