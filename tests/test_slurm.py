@@ -38,7 +38,7 @@ def test_batch_script_carries_the_researchers_options_and_no_storage_url():
         "--storage", f"postgresql://tg:{PASSWORD}@db/optuna", "--launcher", "slurm", "--workers", "8",
         "--slurm_partition", "gpu", "--slurm_account", "proj42", "--slurm_qos", "high", "--slurm_time", "2-00:00:00",
         "--slurm_gpus_per_worker", "1", "--slurm_cpus_per_worker", "8", "--slurm_mem", "64G",
-        "--slurm_sbatch", "constraint=a100,#SBATCH --exclusive,-x node7",
+        "--slurm_sbatch", "constraint=a100,#SBATCH --exclusive,-x node7,--hint nomultithread",
     ])
     command = queue.worker_command(cfg, "grid-transfergrid", threads=8)
     text = slurm.batch_script(cfg, command, workers=8, logs=Path("/logs"), job_name="tg-grid-transfergrid")
@@ -47,7 +47,7 @@ def test_batch_script_carries_the_researchers_options_and_no_storage_url():
         "--job-name=tg-grid-transfergrid", "--array=0-7", "--output=/logs/%A_%a.log", f"--chdir={Path.cwd()}",
         "--nodes=1", "--ntasks=1", "--cpus-per-task=8", "--partition=gpu", "--account=proj42", "--qos=high",
         "--time=2-00:00:00", "--mem=64G", "--gres=gpu:1", "--signal=B:USR1@120", "--constraint=a100", "--exclusive",
-        "-x node7",
+        "-x node7", "--hint nomultithread",
     ]
     (exec_line,) = [line for line in text.splitlines() if line.startswith("exec ")]
     assert exec_line.endswith("-m entrypoints.worker --study_name grid-transfergrid --heartbeat_interval 30 "
@@ -143,6 +143,7 @@ def _states(array: slurm.Array) -> dict[str, str]:
     return {task: s["state"] for task, s in array.states().items()}
 
 
+@pytest.mark.slow  # starts the cluster
 def test_sbatch_refusing_the_options_exits_2_before_enqueueing(slurm_env, tracking_uri, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         grid_entry.main(["--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--launcher", "slurm", "--workers", "2",
@@ -287,7 +288,7 @@ def test_scancel_time_limit_and_warning_signal_give_the_job_back_and_nothing_run
 def test_ablation_trials_run_on_a_slurm_worker(slurm_env, tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     run_id = ablation_entry.main([
-        "--tasks", "syn_lookup", "--languages", "xs1,xn1", "--sources", "syn_lookup.xs1", "--ranks", "2,8",
+        "--tasks", "syn_lookup", "--languages", "xs1,xn1", "--sources", "syn_lookup.xs1", "--ranks", "8",
         "--num_epochs", "1", "--storage", storage, "--launcher", "slurm", "--workers", "1",
         "--slurm_poll_seconds", "1", "--heartbeat_interval", "1", "--grace_period", "5"])
     assert MlflowClient(tracking_uri).get_run(run_id).info.status == "FINISHED"
@@ -296,5 +297,5 @@ def test_ablation_trials_run_on_a_slurm_worker(slurm_env, tracking_uri, tmp_path
     (array,) = slurm.arrays(study)
     assert _states(array) == {f"{array.job_id}_0": "COMPLETED"}
     trials = study.get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in trials] == ["COMPLETE"]
     assert {t.user_attrs[queue.WORKER_PID] for t in trials} != {os.getpid()}  # the Slurm worker ran them

@@ -179,7 +179,7 @@ class QueueConfig:
 LAUNCHERS = ("local", "slurm")
 _SLURM_TIME = re.compile(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|UNLIMITED|INFINITE)")  # sbatch --time formats
 _SLURM_MEM = re.compile(r"\d+[KMGT]?")  # sbatch --mem: a size, default unit megabytes
-_SBATCH_OPTION = re.compile(r"(--[A-Za-z][\w-]*(=[^\n]*)?|-[A-Za-z]( [^\n]*)?)")  # one option, one line
+_SBATCH_OPTION = re.compile(r"(--[A-Za-z][\w-]*([= ][^\n]*)?|-[A-Za-z]( [^\n]*)?)")  # one option, one line
 
 
 @dataclass
