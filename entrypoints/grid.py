@@ -4,6 +4,7 @@ Jobs already FINISHED (same run key) or already waiting/running are not enqueued
 
     mlflow run . -e grid --env-manager local -P storage=sqlite:///$PWD/optuna.db
     python -m entrypoints.grid [--storage URL] [--sources a.x,b.y] [--dry_run]   # then start workers
+    python -m entrypoints.grid --storage URL --launcher slurm --workers 8 --slurm_gpus_per_worker 1   # on Slurm
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from transfergrid.tracking.writer import launcher_run_id
 
 
 def main(argv: list[str] | None = None) -> gridjobs.Enqueued:
-    """Enqueue (or with --dry_run, print) the grid's jobs; prints how to start workers."""
+    """Enqueue (or with --dry_run, print) the grid's jobs; with --workers N start N workers, else say how to."""
     cli.setup_logging()
     cfg = cli.load_entry_config(GridConfig, argv)
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")
@@ -29,7 +30,18 @@ def main(argv: list[str] | None = None) -> gridjobs.Enqueued:
         print(f"dry run: {done.to_enqueue} jobs (for the {len(done.plan)} planned runs) would be enqueued in {where}")
         return done
     print(f"{done.added} jobs enqueued ({done.pending} not FINISHED) in {where}")
-    print(f"start workers: python -m entrypoints.worker --study_name {done.study_name} --storage <storage URL>")
+    if not done.workers:
+        print(f"start workers: python -m entrypoints.worker --study_name {done.study_name} --storage <storage URL>"
+              if done.pending else "nothing left to run: every job is FINISHED")
+    elif cfg.launcher == "slurm":
+        (array,) = done.workers
+        print(f"submitted {array.workers} Slurm workers: job array {array.job_id} (jobs {array.job_id}_0 .. "
+              f"{array.job_id}_{array.workers - 1})")
+        print(f"batch script and worker logs: {array.log_dir}")
+        print(f"follow them: python -m entrypoints.status --study_name {done.study_name} (or squeue -j {array.job_id}); "
+              f"stop them: scancel {array.job_id}")
+    else:
+        print(f"{len(done.workers)} local workers ended" + (f"; {'; '.join(done.problems)}" if done.problems else ""))
     return done
 
 

@@ -9,7 +9,9 @@ FINISHED with the same run key is skipped, so rerunning after a crash redoes onl
 
 from __future__ import annotations
 
-from transfergrid import cli, jobs
+import os
+
+from transfergrid import cli, jobs, queue
 from transfergrid.config import MainConfig
 from transfergrid.tracking.writer import launcher_run_id
 
@@ -18,6 +20,7 @@ def main(argv: list[str] | None = None) -> list[jobs.PlannedJob]:
     """Run (or with --dry_run, print) the study plan."""
     cli.setup_logging()
     cfg = cli.load_entry_config(MainConfig, argv)
+    cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")  # the queue of `--workers N`; a password stays off argv
     with cli.user_errors():
         plan = jobs.run_main(cfg, launcher_run_id=launcher_run_id())
     if cfg.dry_run:

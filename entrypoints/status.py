@@ -1,4 +1,4 @@
-"""`status`: the grid's progress: jobs done, running, waiting and failed (with reasons), and the runs.
+"""`status`: the grid's progress: jobs done, running, waiting and failed (with reasons), the Slurm workers, the runs.
 
     python -m entrypoints.status [--storage URL] [--study_name NAME] [--experiment transfergrid]
 """
@@ -13,14 +13,18 @@ from transfergrid.tracking import writer
 
 
 def main(argv: list[str] | None = None):
-    """Print per-study job counts by state, the failed jobs with their reasons, and run counts; returns both tables."""
+    """Print per-study job counts by state, failed jobs with their reasons, Slurm workers' states and run counts.
+
+    Returns:
+        (jobs table, run counts); the Slurm workers are in the printed report.
+    """
     cli.setup_logging()
     cfg = cli.load_entry_config(StatusConfig, argv)
     launcher = writer.launcher_run_id()  # `mlflow run -e ...`: noted at the end, never adopted by job runs
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")
     with cli.user_errors():
-        jobs, runs = gridjobs.status(cfg)
-    text = gridjobs.format_status(jobs, runs)
+        jobs, runs, workers = gridjobs.status(cfg)
+    text = gridjobs.format_status(jobs, runs, workers)
     print(text)
     if run_id := launcher:  # `mlflow run -e status`: the report is the launcher run's note
         writer.note_run(writer.resolve_tracking_uri(cfg.tracking_uri), run_id, f"```\n{text}\n```")

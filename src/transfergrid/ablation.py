@@ -237,6 +237,7 @@ def run_ablation(cfg: AblationConfig, *, launcher_run_id: str | None = None) -> 
         RuntimeError: trials failed (reasons in the message; the ablation run ends FAILED).
     """
     queue.check_storage_url(cfg.storage)
+    gridjobs.check_launcher(cfg)
     cache: dict = {}
     points, planned, studies = plan_trials(cfg, cache, launcher_run_id)
     name = study_name(cfg, points)
@@ -260,10 +261,10 @@ def run_ablation(cfg: AblationConfig, *, launcher_run_id: str | None = None) -> 
         pending = [job for job in planned if job.key not in _completed_keys(optuna_study)]
         queue.enqueue(optuna_study, pending, parent_run_id=run.run_id)
         worker_cfg = _config_of(WorkerConfig, cfg, study_name=name)
+        problems = []
         if cfg.workers:
-            processes = queue.start_workers(cfg.workers, cfg, study_name=name, tracking_uri=main_study.tracking_uri)
-            codes = queue.wait_workers(processes, optuna_study)
-            logger.info("ablation workers exited with %s", codes)
+            workers = gridjobs.launch_workers(cfg, optuna_study, main_study.tracking_uri)
+            problems = gridjobs.wait_for_workers(workers, optuna_study, cfg)
         else:
             queue.run_worker(worker_cfg, gridjobs.execute, cache=cache)
         table = trials_table(optuna_study, planned)
@@ -272,7 +273,9 @@ def run_ablation(cfg: AblationConfig, *, launcher_run_id: str | None = None) -> 
             jobs_table = queue.job_table(queue.open_storage(cfg), name)
             failed = jobs_table[jobs_table["state"] == "FAIL"]
             raise RuntimeError(f"{len(planned) - len(table)} of {len(planned)} trials did not complete: "
-                               + "; ".join(f"{r.what}: {r.reason}" for r in failed.itertuples()))
+                               + "; ".join([*(f"{r.what}: {r.reason}" for r in failed.itertuples()), *problems]))
+        if problems:
+            logger.warning("every trial completed, but: %s", "; ".join(problems))
         return run.run_id, table
 
 

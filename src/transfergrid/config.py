@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -175,9 +176,72 @@ class QueueConfig:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
 
 
+LAUNCHERS = ("local", "slurm")
+_SLURM_TIME = re.compile(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|UNLIMITED|INFINITE)")  # sbatch --time formats
+_SLURM_MEM = re.compile(r"\d+[KMGT]?")  # sbatch --mem: a size, default unit megabytes
+_SBATCH_OPTION = re.compile(r"(--[A-Za-z][\w-]*([= ][^\n]*)?|-[A-Za-z]( [^\n]*)?)")  # one option, one line
+
+
 @dataclass
-class GridConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig):
-    """`grid`: enqueue the study's jobs (baseline, one fine-tune + evaluation per source) for `worker`s."""
+class LauncherConfig:
+    """Where `--workers N` worker processes run: local processes, or a Slurm job array (one job per worker)."""
+
+    workers: int = 0  # 0: no worker processes (main/ablation run the jobs in-process, grid only enqueues)
+    launcher: str = "local"  # local | slurm (sbatch from a login node; the workers run on compute nodes)
+    slurm_partition: str = ""  # empty: the cluster's default partition
+    slurm_account: str = ""  # empty: the user's default account
+    slurm_qos: str = ""  # empty: the account's default QOS
+    slurm_time: str = ""  # time limit per worker in sbatch's format (24:00:00, 2-00:00:00); empty: the partition's
+    slurm_gpus_per_worker: int = 0  # --gres=gpu:N per worker job
+    slurm_cpus_per_worker: int = 1  # --cpus-per-task; the worker runs that many torch threads
+    slurm_mem: str = ""  # memory per worker (64G); empty: the partition's default
+    slurm_sbatch: list[str] = field(default_factory=list)  # extra #SBATCH options, e.g. constraint=a100 (YAML list
+    # in a --config file where a value holds a comma)
+    slurm_signal_seconds: int = 120  # Slurm sends the worker SIGUSR1 this long before the time limit: it gives its
+    # job back at once (Slurm may send it up to a minute early); 0: no warning
+    slurm_log_dir: str = ""  # folder of the batch script and the workers' logs; empty: ./slurm-logs/<study name>
+    slurm_poll_seconds: float = 30.0  # how often main/ablation ask the scheduler while waiting for the workers
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.launcher!r}{suggest(self.launcher, LAUNCHERS)}; valid: {', '.join(LAUNCHERS)}")
+        if self.launcher == "slurm" and not self.workers:
+            raise ValueError("--launcher slurm submits --workers N worker jobs: give N > 0")
+        if self.slurm_time and not _SLURM_TIME.fullmatch(self.slurm_time):
+            raise ValueError(f"slurm_time {self.slurm_time!r} is not a Slurm time limit; valid forms: minutes, "
+                             "hours:minutes:seconds, days-hours, days-hours:minutes:seconds (e.g. 24:00:00, 2-00:00:00)")
+        if self.slurm_mem and not _SLURM_MEM.fullmatch(self.slurm_mem):
+            raise ValueError(f"slurm_mem {self.slurm_mem!r} is not a memory size; valid: a number with an optional "
+                             "unit K, M, G or T (e.g. 64G, 500M)")
+        for name, value, low in (("slurm_gpus_per_worker", self.slurm_gpus_per_worker, 0),
+                                 ("slurm_cpus_per_worker", self.slurm_cpus_per_worker, 1),
+                                 ("slurm_signal_seconds", self.slurm_signal_seconds, 0)):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if self.slurm_poll_seconds <= 0:
+            raise ValueError(f"slurm_poll_seconds must be > 0, got {self.slurm_poll_seconds}")
+        self.slurm_sbatch = [_sbatch_option(line) for line in self.slurm_sbatch]
+
+
+def _sbatch_option(line: str) -> str:
+    """An extra `#SBATCH` line as `--option[=value]`: `constraint=a100`, `--exclusive`, `#SBATCH -C a100` all work."""
+    option = line.strip().removeprefix("#SBATCH").strip()
+    option = option if option.startswith("-") else f"--{option}"
+    if not _SBATCH_OPTION.fullmatch(option):
+        raise ValueError(f"slurm_sbatch entry {line!r} is not one sbatch option; valid: e.g. constraint=a100, "
+                         "--exclude=node7, --exclusive or '#SBATCH -C a100'")
+    return option
+
+
+@dataclass
+class GridConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig, LauncherConfig):
+    """`grid`: enqueue the study's jobs (baseline, one fine-tune + evaluation per source) for `worker`s.
+
+    With `--workers N`, also start N workers: local processes (grid waits for them) or a Slurm job array
+    (grid returns once it is submitted).
+    """
 
     sources: list[str] = field(default_factory=list)  # empty: every selected cell
     dry_run: bool = False
@@ -188,20 +252,17 @@ class GridConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig):
         TrainConfig.__post_init__(self)
         EvalConfig.__post_init__(self)
         QueueConfig.__post_init__(self)
+        LauncherConfig.__post_init__(self)
         for text in self.sources:
             Cell.parse(text)
 
 
 @dataclass
 class MainConfig(GridConfig):
-    """`main`: baselines, every source's fine-tune and evaluation, then the analysis."""
+    """`main`: baselines, every source's fine-tune and evaluation, then the analysis.
 
-    workers: int = 0  # 0: every job in this process; N: enqueue, start N local worker processes, wait
-
-    def __post_init__(self) -> None:
-        GridConfig.__post_init__(self)
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+    `workers`: 0 runs every job in this process; N enqueues, starts N workers on the launcher, waits.
+    """
 
 
 @dataclass
@@ -227,7 +288,7 @@ class StatusConfig:
 
 
 @dataclass
-class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig):
+class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConfig, LauncherConfig):
     """`ablation`: an Optuna study over LoRA rank, recipe, alpha rule and learning rate (SPEC 1.17, 1.18)."""
 
     ranks: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
@@ -237,7 +298,6 @@ class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConf
     models: list[str] = field(default_factory=list)  # empty: model
     sources: list[str] = field(default_factory=list)  # empty: the first selected cell
     seeds: list[int] = field(default_factory=list)  # empty: seed
-    workers: int = 0  # 0: trials run in this process; N: N local worker processes
 
     def __post_init__(self) -> None:
         StudyConfig.__post_init__(self)
@@ -245,6 +305,7 @@ class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConf
         TrainConfig.__post_init__(self)
         EvalConfig.__post_init__(self)
         QueueConfig.__post_init__(self)
+        LauncherConfig.__post_init__(self)
         for name, values, valid in (("recipes", self.recipes, RECIPES), ("alpha_rules", self.alpha_rules, ALPHA_RULES)):
             if not values:
                 raise ValueError(f"{name} is empty; valid values: {', '.join(valid)}")
@@ -255,8 +316,6 @@ class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConf
             raise ValueError(f"ranks must be positive integers, got {self.ranks}")
         if any(lr <= 0 for lr in self.learning_rates):
             raise ValueError(f"learning_rates must be > 0, got {self.learning_rates}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
         for text in self.sources:
             Cell.parse(text)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from transfergrid import analysis_run, jobs, queue, runkeys
+from transfergrid import analysis_run, jobs, queue, runkeys, slurm
 from transfergrid.config import (
     AnalysisConfig,
     BaselineConfig,
     EvaluateConfig,
     FinetuneConfig,
     GridConfig,
+    LauncherConfig,
     MainConfig,
     QueueConfig,
     StatusConfig,
@@ -28,7 +29,7 @@ from transfergrid.tracking import names, reader, writer
 
 logger = logging.getLogger(__name__)
 
-_QUEUE_FIELDS = set(QueueConfig.__dataclass_fields__) | {"dry_run", "workers"}
+_QUEUE_FIELDS = set(QueueConfig.__dataclass_fields__) | set(LauncherConfig.__dataclass_fields__) | {"dry_run"}
 
 
 def grid_study_name(cfg: GridConfig) -> str:
@@ -65,6 +66,50 @@ class Enqueued:
     added: int
     pending: int
     to_enqueue: int = 0  # pending jobs not already waiting or running in the queue
+    workers: list | None = None  # what `--workers N` started: local processes, or one `slurm.Array`
+    problems: list[str] | None = None  # local workers (grid waits for them) that did not exit cleanly
+
+
+def check_launcher(cfg: LauncherConfig) -> None:
+    """Before any work: with `--launcher slurm`, sbatch is here and accepts the worker jobs' options.
+
+    Raises:
+        ValueError: no Slurm commands, or options sbatch refuses (its message).
+    """
+    if cfg.workers and cfg.launcher == "slurm":
+        slurm.check_options(cfg)
+
+
+def launch_workers(cfg: GridConfig, study, tracking_uri: str) -> list:
+    """Start `cfg.workers` workers of the Optuna `study` on `cfg.launcher`: local processes or one Slurm job array."""
+    if cfg.launcher == "slurm":
+        return [slurm.submit(cfg, study, tracking_uri)]
+    return queue.start_workers(cfg.workers, cfg, study_name=study.study_name, tracking_uri=tracking_uri)
+
+
+def wait_for_workers(workers: list, study, cfg: LauncherConfig) -> list[str]:
+    """Wait until every worker ended (progress bar of the study's jobs); returns the workers that did not end cleanly."""
+    slurm_array = cfg.launcher == "slurm"
+    codes = queue.wait_workers(workers, study, poll_seconds=cfg.slurm_poll_seconds if slurm_array else 2.0)
+    if slurm_array:
+        return [problem for array in workers for problem in array.problems()]
+    return [f"worker pid {w.pid} exited with status {code}" for w, code in zip(workers, codes) if code]
+
+
+def unfinished_jobs_error(table, problems: list[str]) -> RuntimeError | None:
+    """A RuntimeError naming the jobs not COMPLETE after the workers ended (and the workers' problems), else None."""
+    left = table[table["state"] != "COMPLETE"]
+    if not len(left):
+        if problems:
+            logger.warning("every job is done, but: %s", "; ".join(problems))
+        return None
+    failed = left[left["state"] == "FAIL"]
+    return RuntimeError(
+        f"{len(left)} jobs not done after the workers ended ({len(failed)} FAILED"
+        + "".join(f"; {row.what}: {row.reason}" for row in failed.itertuples()) + ")"
+        + (f"; workers: {'; '.join(problems)}" if problems else "")
+        + "; rerun the same command to retry them"
+    )
 
 
 def enqueue_grid(
@@ -100,29 +145,44 @@ def _grid_tags(study: jobs.Study, cfg: GridConfig, plan, study_name: str) -> dic
 
 
 def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued:
-    """`grid`: enqueue the jobs under a `grid` run (plan, study name and storage logged; password masked)."""
+    """`grid`: enqueue the jobs under a `grid` run (plan, study name and storage logged; password masked).
+
+    With `cfg.workers`, then start that many workers while any job is left: a Slurm array is submitted
+    and left running; local workers are waited for.
+    """
+    if not cfg.dry_run:
+        check_launcher(cfg)
     probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
     if cfg.dry_run or not probe.to_enqueue:
         logger.info("dry run" if cfg.dry_run else "nothing to enqueue: every job is FINISHED, waiting or running")
-        return probe
-    study = probe.study
-    with writer.open_run(
-        study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
-        run_name=f"grid {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
-    ) as grid:
-        grid.log_config(to_dict(cfg))
-        grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
-        done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
-        grid.log_metrics({"jobs_total": len(probe.plan), "jobs_enqueued": done.added})
+        done = probe
+    else:
+        study = probe.study
+        with writer.open_run(
+            study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
+            run_name=f"grid {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
+        ) as grid:
+            grid.log_config(to_dict(cfg))
+            grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
+            done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
+            grid.log_metrics({"jobs_total": len(probe.plan), "jobs_enqueued": done.added})
+    if cfg.workers and not cfg.dry_run and probe.pending:
+        optuna_study = queue.open_study(queue.open_storage(cfg), done.study_name)
+        done.workers = launch_workers(cfg, optuna_study, done.study.tracking_uri)
+        if cfg.launcher == "local":
+            done.problems = wait_for_workers(done.workers, optuna_study, cfg)
     return done
 
 
 def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list:
-    """`main --workers N`: enqueue, run N local worker processes (one torch thread each), wait, then the analysis.
+    """`main --workers N`: enqueue, run N workers (local processes with one torch thread each, or a Slurm job
+    array), wait for them, then the analysis.
 
     Raises:
-        RuntimeError: a job is FAILED after the workers stopped (reasons in the message; the grid run FAILED).
+        RuntimeError: a job is not done after the workers stopped (reasons in the message; the grid run FAILED).
     """
+    if not cfg.dry_run:
+        check_launcher(cfg)
     probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
     if cfg.dry_run:
         return probe.plan
@@ -138,19 +198,18 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
         grid.log_config(to_dict(cfg))
         grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
         done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
-        logger.info("%d jobs enqueued in study %s; starting %d workers", done.added, done.study_name, cfg.workers)
+        logger.info("%d jobs enqueued in study %s; starting %d workers (%s)", done.added, done.study_name, cfg.workers,
+                    cfg.launcher)
         storage = queue.open_storage(cfg)
-        processes = queue.start_workers(cfg.workers, cfg, study_name=done.study_name, tracking_uri=study.tracking_uri)
-        codes = queue.wait_workers(processes, queue.open_study(storage, done.study_name))
+        optuna_study = queue.open_study(storage, done.study_name)
+        problems = wait_for_workers(launch_workers(cfg, optuna_study, study.tracking_uri), optuna_study, cfg) \
+            if probe.pending else []
         table = queue.job_table(storage, done.study_name)
-        failed = table[table["state"] == "FAIL"]
         grid.log_dataframe(table, "jobs.csv")
-        grid.log_metrics({"jobs_total": len(probe.plan), "jobs_run": done.added, "jobs_failed": len(failed)})
-        if len(failed) or any(codes):
-            raise RuntimeError(
-                f"{len(failed)} jobs FAILED, worker exit codes {codes}: "
-                + "; ".join(f"{row.what}: {row.reason}" for row in failed.itertuples())
-            )
+        grid.log_metrics({"jobs_total": len(probe.plan), "jobs_run": done.added,
+                          "jobs_failed": int((table["state"] == "FAIL").sum())})
+        if error := unfinished_jobs_error(table, problems):
+            raise error
         analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
     return probe.plan
 
@@ -207,10 +266,11 @@ def execute(job: dict, context: queue.JobContext) -> list[float]:
 
 
 def status(cfg: StatusConfig):
-    """Progress of every job (Optuna storage) and the runs per kind and status (tracking store).
+    """Progress of every job (Optuna storage), the Slurm workers launched for it, and the runs per kind and status.
 
     Returns:
-        (jobs table of `queue.job_table` over the selected studies, run counts of `reader.run_counts`).
+        (jobs table of `queue.job_table` over the selected studies, run counts of `reader.run_counts`,
+        Slurm workers of `slurm.worker_table` with their states read from the scheduler now).
 
     Raises:
         ValueError: a bad storage URL, an unknown study name (the valid ones are listed).
@@ -224,20 +284,23 @@ def status(cfg: StatusConfig):
     studies = optuna.get_all_study_names(storage)
     if cfg.study_name:
         check_choice("study", cfg.study_name, studies)
-    tables = [queue.job_table(storage, name) for name in ([cfg.study_name] if cfg.study_name else studies)]
+    selected = [cfg.study_name] if cfg.study_name else studies
+    tables = [queue.job_table(storage, name) for name in selected]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["study", "state"])
+    workers = slurm.worker_table(storage, selected)
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
     experiment_id = reader.experiment_id(uri, cfg.experiment)
     runs = reader.run_counts(uri, experiment_id, ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")) \
         if experiment_id else pd.DataFrame(columns=["kind", "status", "runs"])
-    return table, runs
+    return table, runs, workers
 
 
 _STATE_WORDS = {"COMPLETE": "done", "RUNNING": "running", "WAITING": "waiting", "FAIL": "failed", "PRUNED": "skipped"}
 
 
-def format_status(table, runs) -> str:
-    """The `status` report: per study, jobs done / running / waiting / failed; failed jobs with reasons; runs."""
+def format_status(table, runs, workers=None) -> str:
+    """The `status` report: per study, jobs done / running / waiting / failed; failed jobs with reasons; the
+    Slurm workers with their scheduler states; runs."""
     lines = []
     for study_name, group in table.groupby("study", sort=True) if len(table) else []:
         counts = group["state"].map(_STATE_WORDS).value_counts()
@@ -247,9 +310,25 @@ def format_status(table, runs) -> str:
             lines.append(f"  running  {row.what} on {row.worker} (trial {row.trial}, attempt {row.attempts})")
         for row in group[group["state"] == "FAIL"].itertuples():
             lines.append(f"  FAILED   {row.what} after {row.attempts} attempt(s): {row.reason}")
+        if workers is not None and len(workers):
+            lines += _format_workers(workers[workers["study"] == study_name])
     if not lines:
         lines.append("no jobs in this storage")
     if len(runs):
         pivot = runs.pivot_table(index="kind", columns="status", values="runs", fill_value=0, aggfunc="sum")
         lines += ["", "runs in the tracking store:", pivot.to_string()]
     return "\n".join(lines)
+
+
+def _format_workers(workers) -> list[str]:
+    """Per Slurm worker array: its log folder, then one line per worker: job id, state, node, time, reason."""
+    lines = []
+    for array, group in workers.groupby("array", sort=False):
+        first = group.iloc[0]
+        lines.append(f"  Slurm workers: job array {array} ({len(group)} workers, submitted {first.submitted}; "
+                     f"logs in {first.log_dir})")
+        for row in group.itertuples():
+            detail = " ".join(part for part in (row.node and f"on {row.node}", row.elapsed and f"for {row.elapsed}",
+                                                 row.reason and f"({row.reason})") if part)
+            lines.append(f"    {row.slurm_job:<12} {row.state:<10} {detail}".rstrip())
+    return lines

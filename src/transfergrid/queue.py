@@ -339,14 +339,19 @@ class StaleJobHandler:
             logger.exception("could not mark the runs of the dead attempt FAILED on %s", redact(uri))
 
 
+# SIGTERM: `docker stop`, `scancel`, a Slurm time limit; SIGUSR1: Slurm's warning before the time limit (--signal)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 def _raise_system_exit(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise SystemExit(f"stopped by signal {signum}")
+    raise SystemExit(f"stopped by signal {signum} ({signal.Signals(signum).name})")
 
 
 def _stop_on_sigterm() -> None:
-    """`docker stop` sends SIGTERM: end the job's runs and trial cleanly (FAILED, retried) instead of dying."""
+    """On a STOP_SIGNALS signal, end the job's runs and trial cleanly (FAILED, given back) instead of dying."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_system_exit)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _raise_system_exit)
 
 
 def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence[float]], *, cache: dict | None = None) -> int:
@@ -450,16 +455,26 @@ def job_table(storage, study_name: str):
                                        "reason", "values"])
 
 
-def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: str, cwd: Path | None = None) -> list:
-    """Start `n` local `worker` processes with one torch thread each (2 threads per process run 4x slower on 2 cores)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": tracking_uri,
-           STORAGE_ENV: check_storage_url(cfg.storage)}  # in the environment, not on the command line (`ps`)
+def worker_env(cfg: QueueConfig, tracking_uri: str, threads: int = 1) -> dict:
+    """The environment of a `worker` process: storage URL and tracking URI (never on its command line: `ps`)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "MLFLOW_TRACKING_URI": tracking_uri, STORAGE_ENV: check_storage_url(cfg.storage)}
     env.pop("MLFLOW_RUN_ID", None)
     root = Path(__file__).resolve().parents[2]  # a checkout: entrypoints/ beside src/ (the workers import both)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), str(root / "src"), env.get("PYTHONPATH", "")) if p)
-    args = [sys.executable, "-m", "entrypoints.worker", "--study_name", study_name,
+    return env
+
+
+def worker_command(cfg: QueueConfig, study_name: str, threads: int = 1) -> list[str]:
+    """The `worker` command line serving `study_name` with the queue's heartbeat settings (no URL in it)."""
+    return [sys.executable, "-m", "entrypoints.worker", "--study_name", study_name,
             "--heartbeat_interval", str(cfg.heartbeat_interval), "--grace_period", str(cfg.grace_period),
-            "--max_retries", str(cfg.max_retries), "--torch_threads", "1"]
+            "--max_retries", str(cfg.max_retries), "--torch_threads", str(threads)]
+
+
+def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: str, cwd: Path | None = None) -> list:
+    """Start `n` local `worker` processes with one torch thread each (2 threads per process run 4x slower on 2 cores)."""
+    env, args = worker_env(cfg, tracking_uri), worker_command(cfg, study_name)
     return [subprocess.Popen(args, env=env, cwd=cwd) for _ in range(n)]
 
 
