@@ -103,13 +103,35 @@ def test_planted_distance_effect_gives_negative_rho():
         typology.typology_correlation(frame, long.drop(columns=["value"]))
 
 
-def test_paper_distances_file():
-    table = typology.load_paper_distances()
+def test_urielplus_distances_file():
+    table = typology.load_urielplus_distances()
+    assert set(table["source"]) == {"URIEL+ 1.3.2"}
     assert set(table["distance"]) == {"syntactic", "phonological", "inventory", "genetic", "geographic"}
     assert (table.groupby("distance").size() == 110).all()
     assert table["value"].isna().groupby(table["distance"]).sum().to_dict()["phonological"] == 38  # it, pt: no data
     square = table[table["distance"] == "syntactic"].pivot(index="lang_a", columns="lang_b", values="value")
     assert np.allclose(square.fillna(0), square.T.fillna(0))
+
+
+def test_lang2vec_distances_are_the_paper_suites_default():
+    """The paper's typology: lang2vec 1.1.2 cosine distances (syntax/phonology/inventory_knn), 110 ordered pairs
+    each, used by default by the paper suite; URIEL+ gives genetic/geographic there and a second table."""
+    from analysis import paper
+    from transfergrid import report
+
+    table = typology.load_lang2vec_distances()
+    languages = set(paper.LANGUAGES)
+    for name, feature_set in [("syntactic", "syntax_knn"), ("phonological", "phonology_knn"), ("inventory", "inventory_knn")]:
+        part = table[table["distance"] == name]
+        assert len(part) == 110 and set(part["source"]) == {f"lang2vec 1.1.2 {feature_set}"}
+        assert set(zip(part["lang_a"], part["lang_b"])) == {(a, b) for a in languages for b in languages if a != b}
+        square = part.pivot(index="lang_a", columns="lang_b", values="value")
+        assert part["value"].between(0, 1).all() and np.allclose(square, square.T, equal_nan=True)
+    options = report.suite_options("paper")
+    pd.testing.assert_frame_equal(options.distances[options.distances["source"].str.startswith("lang2vec")].reset_index(drop=True), table)
+    assert set(options.distances.groupby("distance")["source"].first().str.split().str[0]) == {"lang2vec", "URIEL+"}
+    assert options.distances.groupby("distance")["source"].first()[["genetic", "geographic"]].str.startswith("URIEL+").all()
+    assert set(options.second_distances["source"]) == {"URIEL+ 1.3.2"}
 
 
 def test_synthetic_suite_ground_truth_is_recovered():

@@ -60,7 +60,7 @@ TABLES = (
     "regime_summary", "global_uplift", "language_roles", "family_roles", "task_roles", "curated_vs_translated",
     "pareto_on_off", "pareto_family_summary", "on_off_task_summary", "task_matrix", "language_matrix",
     "mt_cl_breakdown", "mt_cl_by_construction", "variance_nested", "variance_crossed", "consistency_model",
-    "consistency_family", "consistency_size", "typology", "rank_ablation", "lora_vs_full", "baseline_gain",
+    "consistency_family", "consistency_size", "typology", "typology_second", "rank_ablation", "lora_vs_full", "baseline_gain",
     "ft_vs_cot", "pca_explained", "pca_loadings", "factor_loadings", "source_statistics", "source_statistics_regression",
     "significance", "planted_recovery",
 )
@@ -80,7 +80,8 @@ class ReportOptions:
         construction: target task -> construction label (`human`/`machine`; synthetic: `synthetic`).
         curated_task: the human-translated task of the variance subsets (paper: `global_mmlu`).
         task_order: axis order of the task matrix (paper: `analysis.paper.TASK_ORDER`).
-        distances: language distances, long (`distance, lang_a, lang_b, value`) or a square matrix.
+        distances: language distances, long (`distance, lang_a, lang_b, value[, source]`) or a square matrix.
+        second_distances: another source's distances, correlated into a second table (paper: URIEL+).
         norm_tasks: tasks scored by acc_norm, whose per-item prediction is `predicted_norm`.
         planted: the synthetic suite's `ground_truth()`; adds the "planted structure" section.
         significance: compute per-cell significance when predictions are given.
@@ -97,6 +98,7 @@ class ReportOptions:
     curated_task: str | None = None
     task_order: Sequence[str] | None = None
     distances: pd.DataFrame | None = None
+    second_distances: pd.DataFrame | None = None
     norm_tasks: Sequence[str] = ()
     planted: Mapping | None = None
     significance: bool = True
@@ -149,7 +151,8 @@ def suite_options(suite: str | None, **overrides) -> ReportOptions:
 
         base = ReportOptions(families=paper.LANGUAGE_FAMILIES, construction=paper.CONSTRUCTION,
                              curated_task=paper.CURATED_TASK, task_order=paper.TASK_ORDER,
-                             distances=typology.load_paper_distances(), norm_tasks=PAPER_NORM_TASKS)
+                             distances=typology.load_paper_distances(), second_distances=typology.load_urielplus_distances(),
+                             norm_tasks=PAPER_NORM_TASKS)
     elif suite == "synthetic":
         from transfergrid import synthetic
 
@@ -410,9 +413,18 @@ def _typology(b: _Builder, rows: pd.DataFrame, opts: ReportOptions) -> None:
         return b.skip("typology", "no language distances known for this suite")
     table = b.table("typology", "typology", typology.typology_correlation(rows, opts.distances))
     for _, row in table.iterrows():
-        b.say("typology", f"MT-CL mean Δ vs {row['distance']} distance: Spearman ρ = {_num(row['spearman_rho'], 3)} "
-              f"(p = {_num(row['spearman_p'], 3, False)}, {int(row['n'])} language pairs).")
+        b.say("typology", _typology_sentence(row))
         b.summary.headline[f"typology/{_slug(row['distance'])}/spearman_rho"] = float(row["spearman_rho"])
+    if opts.second_distances is not None:
+        second = b.table("typology", "typology_second", typology.typology_correlation(rows, opts.second_distances))
+        b.say("typology", "The same Δ against a second source of distances (table typology_second): "
+              + " ".join(_typology_sentence(row) for _, row in second.iterrows()))
+
+
+def _typology_sentence(row: Mapping) -> str:
+    source = f" ({row['source']})" if row.get("source") else ""
+    return (f"MT-CL mean Δ vs {row['distance']} distance{source}: Spearman ρ = {_num(row['spearman_rho'], 3)} "
+            f"(p = {_num(row['spearman_p'], 3, False)}, {int(row['n'])} language pairs).")
 
 
 def _ablation(b: _Builder, agg: pd.DataFrame, opts: ReportOptions, main_rank: str) -> None:
