@@ -42,6 +42,30 @@ def delta_stats(delta: pd.Series | np.ndarray) -> dict[str, float]:
     }
 
 
+TIE_TOLERANCE = 1e-9  # |Δ| (pp) below this is a tie with 0 in the tie-aware rates
+
+
+def tie_aware_stats(delta: pd.Series | np.ndarray, tolerance: float = TIE_TOLERANCE) -> dict[str, float]:
+    """Win and harm rates that treat float residue at the boundaries as the exact value (beyond the paper).
+
+    A Δ within `tolerance` of 0 counts as 0 (no win), one within `tolerance` of -1 pp as -1 (harm), so a
+    reader sees how much of the paper's rates is float residue (e.g. 1.8e-15 where the scores were equal).
+
+    Returns:
+        `ties` (n with |Δ| < tolerance), `harm_boundary_ties` (n with |Δ + 1| < tolerance),
+        `win_rate_tie_aware` (% Δ >= tolerance), `harm_rate_tie_aware` (% Δ <= -1 + tolerance).
+    """
+    values = np.asarray(delta, dtype=float)
+    if not values.size:
+        return {"ties": 0, "harm_boundary_ties": 0, "win_rate_tie_aware": np.nan, "harm_rate_tie_aware": np.nan}
+    return {
+        "ties": int((np.abs(values) < tolerance).sum()),
+        "harm_boundary_ties": int((np.abs(values - HARM_THRESHOLD_PP) < tolerance).sum()),
+        "win_rate_tie_aware": 100.0 * float((values >= tolerance).mean()),
+        "harm_rate_tie_aware": 100.0 * float((values <= HARM_THRESHOLD_PP + tolerance).mean()),
+    }
+
+
 def rank_label(value) -> str:
     """A LoRA rank as a label ('32'), whether it was stored as 32, 32.0 or '32'."""
     text = str(value).strip()

@@ -16,13 +16,17 @@ def make_tidy(results: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         results: one row per (run, target cell) with the KEY columns, `model_family`, `model_size_b`,
-            `base_score`, `ft_score` (fractions) and optionally `base_acc`, `ft_acc`.
+            `base_score`, `ft_score` (fractions) and optionally `base_acc`, `ft_acc` and `delta`: the Δ
+            each run logged (or each imported row gave), used unchanged where present.
 
     Returns:
-        The tidy table with `delta` = 100 * (ft_score - base_score) and `delta_acc` likewise on acc.
+        The tidy table with `delta` (the given Δ, else 100 * (ft_score - base_score)) and `delta_acc`
+        = 100 * (ft_acc - base_acc). Recomputing Δ from rounded or seed-mean scores would move values
+        at the exact 0 and -1 pp boundaries by float residue, and with them the win and harm rates.
     """
     frame = results.copy()
-    frame["delta"] = 100.0 * (frame["ft_score"] - frame["base_score"])
+    computed = 100.0 * (frame["ft_score"] - frame["base_score"])
+    frame["delta"] = frame["delta"].where(frame["delta"].notna(), computed) if "delta" in frame else computed
     if {"ft_acc", "base_acc"} <= set(frame.columns):
         frame["delta_acc"] = 100.0 * (frame["ft_acc"] - frame["base_acc"])
     else:

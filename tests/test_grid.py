@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from transfergrid.grid import Cell, regime, select_cells
+from transfergrid.grid import Cell, delta_pp, regime, select_cells
 from transfergrid.models import resolve_model
 from transfergrid.runkeys import run_key
 
@@ -24,6 +24,18 @@ def test_regimes():
     assert regime(src, Cell("arc", "en")) == "MT-CL"
     assert regime(src, Cell("mmlu", "de")) == "CT-ML"
     assert regime(src, Cell("mmlu", "en")) == "CT-CL"
+
+
+def test_delta_from_item_counts_has_exact_ties_and_harm_steps():
+    """Δ of our own runs from item counts: equal counts are exactly 0, one item lost in 100 exactly -1 pp,
+    where 100 * (k/n - j/n) leaves float residue (e.g. -1.0000000000000009 for 41/100 vs 42/100)."""
+    for n in (100, 300, 400):
+        steps = [(k, k + n // 100) for k in range(n - n // 100 + 1)]
+        assert all(delta_pp(k / n, j / n, n) == -1.0 for k, j in steps)
+        assert any(100.0 * (k / n - j / n) != -1.0 for k, j in steps)  # what the float formula gives
+        assert all(delta_pp(k / n, k / n, n) == 0.0 for k in range(n + 1))
+    assert delta_pp(0.3, 0.3 + 1e-8, 100) == pytest.approx(-1e-6)  # not counts over n: the float formula
+    assert delta_pp(0.5, 0.25, None) == 25.0
 
 
 def test_select_cells_filters_and_errors():

@@ -60,14 +60,18 @@ def test_evaluate_logs_delta_against_baseline_and_analysis_reads_it_back(trackin
     assert ev.data.tags[names.FINETUNE_RUN_ID] == ft_id
     score_keys = [k for k in ev.data.metrics if k.startswith("score/")]
     assert len(score_keys) == 4
+    predictions = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=ev_id, artifact_path="predictions.parquet"))
     for key in score_keys:
         delta = ev.data.metrics["delta/" + key[len("score/"):]]
         assert delta == pytest.approx(100 * (ev.data.metrics[key] - base.data.metrics[key]))
+        _, task, language = key.split("/")
+        n = int(((predictions["task"] == task) & (predictions["language"] == language)).sum())
+        counts = [round(run.data.metrics[key] * n) for run in (ev, base)]
+        assert delta == 100.0 * (counts[0] - counts[1]) / n  # from item counts: exact ties and -1 pp steps
     source = f"{ev.data.tags['source_task']}/{ev.data.tags['source_language']}"
     assert ev.data.metrics["transfer/mt_ml"] == pytest.approx(ev.data.metrics[f"delta/{source}"])
     artifacts = {a.path for a in client.list_artifacts(ev_id)}
     assert {"config.yaml", "predictions.parquet"} <= artifacts
-    predictions = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=ev_id, artifact_path="predictions.parquet"))
     assert {"task", "language", "item_id", "gold", "predicted", "loglik"} <= set(predictions.columns)
 
     an_id = analysis_entry.main([])

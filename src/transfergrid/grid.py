@@ -14,6 +14,20 @@ TRANSFER_REGIMES = ("MT-CL", "CT-ML", "CT-CL")
 HARM_THRESHOLD_PP = -1.0  # harm: delta <= -1.0 pp (SPEC 1.9)
 
 
+def delta_pp(score: float, base: float, n_items: int | None) -> float:
+    """Δ = 100 x (score - base) in pp of two accuracies over the same `n_items` items, from their item counts.
+
+    100 * (k - j) / n is exact where the float difference of k/n and j/n is not: equal counts give
+    exactly 0 and one item lost in 100 exactly -1.0, so the win (Δ > 0) and harm (Δ <= -1) rates
+    see no float residue. Scores that are not counts over `n_items` fall back to the float formula.
+    """
+    if n_items:
+        k, j = score * n_items, base * n_items
+        if abs(k - round(k)) < 1e-6 and abs(j - round(j)) < 1e-6:
+            return 100.0 * (round(k) - round(j)) / n_items
+    return 100.0 * (score - base)
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One (task, language) cell, written `task.language`."""

@@ -4,8 +4,10 @@ Two input formats, both turned into per-seed score tables and logged with exactl
 metric names of the project's own runs, so the `analysis` entry point runs on them unchanged:
 
 * a long-format results CSV in the schema of the authors' released `results/transfer_results.csv`
-  (`model_name, model_size, fine_tuned_dataset, fine_tuned_language, eval_dataset, eval_language`,
-  `score_*`/`base_score_*`/`delta_score_*` columns with `_mean`/`_std`/`_se` suffixes, `n_seeds`).
+  (`model_name, model_size, fine_tuned_dataset, fine_tuned_language, eval_dataset, eval_language, regime`,
+  `score_*`, `score_base_*`, `score_norm_*`, `score_norm_base_*`, `delta_score_*`, `delta_score_norm_*`
+  columns with `_mean`/`_std`/`_se` suffixes, `n_seeds`; `base_score_*`/`base_score_norm_*` are
+  accepted as other spellings of the base columns).
   Such a table is **seed-aggregated**: its runs carry the seed tag `mean` (`SEED_AGGREGATED`), one
   `baseline` run per model and one `evaluate` run per (model, source cell), and their scores are the
   seed means. A **per-seed** CSV (a `seed` column and un-suffixed `score, score_norm, base_score,
@@ -17,7 +19,11 @@ metric names of the project's own runs, so the `analysis` entry point runs on th
 
 Score = `score_norm` (acc_norm where the task has it, else acc; SPEC 1.6); `acc/...` is logged
 where known and `acc_norm/...` for the tasks that report it (ARC, HellaSwag). Δ (`delta/...`) is
-the table's `delta_score_norm*` when given, else 100 x (score - base score) (SPEC 1.7).
+the table's `delta_score_norm*` when given, unchanged (the analysis uses it as it is), else
+100 x (score - base score) (SPEC 1.7). Scores must lie in [0, 1]. The seed-variation columns
+(`*_std`, `*_se`, `n_seeds`, per-seed `*_stderr`) are kept per run as the artifact
+`cell_statistics.csv` (one row per target cell, the file's column names; on baseline runs the base
+columns without their `base` part), read back by `tracking.reader.load_cell_statistics`.
 
 Identity: `run_key` is a content hash of the imported rows of that run (model, seed, source cell
 and every target's values), so importing the same data twice, from any file name, creates nothing
@@ -59,6 +65,10 @@ _SCORES = ["score", "score_norm", "base_score", "base_score_norm", "delta_score"
 AGGREGATED_COLUMNS = set(ID_COLUMNS) | {"n_seeds"} | {f"{c}_{s}" for c in _SCORES for s in ("mean", "std", "se")}
 PER_SEED_COLUMNS = set(ID_COLUMNS) | {"seed"} | set(_SCORES) | {f"{c}_stderr" for c in _SCORES}
 IGNORED_COLUMNS = {"regime", "model_family", "size_bucket", "n"}  # derived columns some tables carry: not imported
+# The released file spells the base columns `score_base_*` / `score_norm_base_*`; both spellings are read.
+RELEASED_SPELLINGS = {"score_base": "base_score", "score_norm_base": "base_score_norm"}
+_SUFFIXES = ("_mean", "_std", "_se", "_stderr", "")
+STATISTICS_ARTIFACT = "cell_statistics.csv"  # per-run seed variation of an imported table (see the module doc)
 # Normalised per-seed table: one row per (model, seed, source cell or base, target cell).
 _LANGUAGE = r"[A-Za-z][A-Za-z0-9_-]*"  # a language code; no '/' or '.', which would break metric names and cells
 KEY = ["model", "seed", "source_task", "source_language", "target_task", "target_language"]
@@ -75,6 +85,7 @@ class ImportedRun:
     metrics: dict[str, float]
     key: str
     tags: dict = field(default_factory=dict)
+    statistics: pd.DataFrame | None = None  # the STATISTICS_ARTIFACT table, when the input has such columns
 
 
 @dataclass
@@ -141,25 +152,65 @@ def _parse_size(value) -> float | None:
     return float(match.group(0)) if match and str(value).lower() != "nan" else None
 
 
+def _canonical_column(name: str) -> str:
+    """The internal name of a column: `score_base_mean` -> `base_score_mean`, others unchanged."""
+    for suffix in _SUFFIXES:
+        stem = name[: len(name) - len(suffix)] if suffix else name
+        if name.endswith(suffix) and stem in RELEASED_SPELLINGS:
+            return RELEASED_SPELLINGS[stem] + suffix
+    return name
+
+
+def _released_spelling(name: str) -> str:
+    for released, internal in RELEASED_SPELLINGS.items():
+        for suffix in _SUFFIXES:
+            if name == internal + suffix:
+                return released + suffix
+    return name
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The CSV as strings/numbers; an empty, unreadable or header-only file is an error naming it."""
+    try:
+        frame = pd.read_csv(path, dtype={"fine_tuned_dataset": str, "fine_tuned_language": str, "seed": str},
+                            keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (no header, no rows); expected a results CSV") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable CSV file: {error}") from None
+    if frame.empty:
+        raise ValueError(f"{path}: the table has a header but no rows; nothing to import")
+    return frame
+
+
 def read_results_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a results CSV (seed-aggregated or per-seed) into the normalised (base, fine-tuned) tables.
 
     Returns:
-        (base, ft): `base` has KEY (empty source), `acc`, `score`; `ft` has KEY, `acc`, `score`, `delta`.
+        (base, ft): `base` has KEY (empty source), `acc`, `score`; `ft` has KEY, `acc`, `score`, `delta`;
+        both carry the seed-variation columns of the file as `stat:<column>` (see the module doc).
 
     Raises:
-        ValueError: missing or unknown columns, unknown tasks, duplicates or non-finite values, naming rows.
+        ValueError: an empty file, missing or unknown columns, unknown tasks, duplicates, non-finite
+            values or scores outside [0, 1], naming the file and rows.
     """
-    frame = pd.read_csv(path, dtype={"fine_tuned_dataset": str, "fine_tuned_language": str, "seed": str},
-                        keep_default_na=False, na_values=[""])
-    frame["_where"] = [f"{path.name} line {i + 2}" for i in range(len(frame))]
+    frame = _read_csv(path)
     per_seed = "seed" in frame.columns
-    allowed = (PER_SEED_COLUMNS if per_seed else AGGREGATED_COLUMNS) | IGNORED_COLUMNS | {"_where"}
-    unknown = [c for c in frame.columns if c not in allowed]
+    allowed = (PER_SEED_COLUMNS if per_seed else AGGREGATED_COLUMNS) | IGNORED_COLUMNS
+    known = allowed | {_released_spelling(c) for c in allowed}
+    unknown = [c for c in frame.columns if c not in known]
     if unknown:
         raise ValueError(f"{path.name}: unknown columns {unknown} for a {'per-seed' if per_seed else 'seed-aggregated'} "
-                         f"results table; known: {sorted(allowed - {'_where'})}")
+                         f"results table; known: {sorted(known)}")
+    renamed = [_canonical_column(c) for c in frame.columns]
+    twice = sorted({c for c in renamed if renamed.count(c) > 1})
+    if twice:
+        raise ValueError(f"{path.name}: columns {twice} are given twice (as {' and '.join(sorted(set(frame.columns) - set(renamed)))} "
+                         "and in the other spelling); keep one")
+    frame.columns = renamed
+    frame["_where"] = [f"{path.name} line {i + 2}" for i in range(len(frame))]
     suffix = "" if per_seed else "_mean"
+    _check_scores(frame, [f"{c}{suffix}" for c in ("score", "score_norm", "base_score", "base_score_norm")])
     required = [c for c in ID_COLUMNS if c != "model_size"] + [f"score_norm{suffix}"]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -180,7 +231,36 @@ def read_results_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                    delta=_column(ft, f"delta_score_norm{suffix}"))
     _check_finite(base, ["score", "acc"], optional=["acc"])
     _check_finite(ft, ["score", "acc", "delta"], optional=["acc", "delta"])
-    return _consistent_base(base), ft
+    return _consistent_base(_statistics(base, base_rows=True)), _statistics(ft, base_rows=False)
+
+
+def _statistics(frame: pd.DataFrame, *, base_rows: bool) -> pd.DataFrame:
+    """Add the seed-variation columns of each row as `stat:<name>` (on base rows taken from a fine-tuned
+    row, `base_score_std` becomes `stat:score_std`, in the released spelling's terms: the baseline's own score)."""
+    columns = [c for c in frame.columns if c.endswith(("_std", "_se", "_stderr")) or c == "n_seeds"]
+    stats = {}
+    for column in columns:
+        is_base = column.startswith("base_")
+        name = column[len("base_"):] if is_base else column
+        if column == "n_seeds" or (is_base if base_rows else not is_base):
+            stats[f"stat:{name}"] = pd.to_numeric(frame[column], errors="coerce")
+    if base_rows:  # rows of a base marker (empty source) carry the baseline's statistics in the un-prefixed columns
+        own = frame["fine_tuned_dataset"].fillna("").astype(str).str.strip().str.lower().isin(BASE_MARKERS)
+        for column in columns:
+            if not column.startswith("base_") and column != "n_seeds":
+                stats[f"stat:{column}"] = stats.get(f"stat:{column}", pd.Series(np.nan, index=frame.index)).where(
+                    ~own, pd.to_numeric(frame[column], errors="coerce"))
+    return frame.assign(**stats)
+
+
+def _check_scores(frame: pd.DataFrame, columns: list[str]) -> None:
+    """Scores are fractions: a value outside [0, 1] is an error naming the column and rows."""
+    for column in (c for c in columns if c in frame.columns):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = (values < 0) | (values > 1)
+        if bad.any():
+            raise ValueError(f"{_released_spelling(column)} outside [0, 1] (scores are fractions) in {int(bad.sum())} rows: "
+                             f"{_row_names(frame.assign(model=frame['model_name']), bad)}; first value {values[bad].iloc[0]!r}")
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -283,20 +363,27 @@ def _lmeval_meta(file: Path, root: Path, data: dict) -> tuple[str, str, Cell | N
 
 
 def read_lmeval_dir(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every `results_*.json` under `root` as the normalised (base, ft) tables of `read_results_csv`.
+    """Every `results_*.json` under `root` (or the one JSON file `root`) as the normalised (base, ft) tables
+    of `read_results_csv`; seed and source cell come from the file's path (below `root`, or its whole path).
 
     Raises:
-        ValueError: no results files, unknown task names, missing metrics or baselines, naming the file.
+        ValueError: no results files, invalid JSON, unknown task names, missing metrics or baselines, naming the file.
     """
-    files = sorted(root.rglob("results_*.json"))
+    files = sorted(root.rglob("results_*.json")) if root.is_dir() else [root]
     if not files:
         raise ValueError(f"{root}: no lm-eval results_*.json files below this directory")
+    base_dir = root if root.is_dir() else Path(root.resolve().anchor)
     rows = []
     for file in files:
-        data = json.loads(file.read_text())
-        name, seed, source = _lmeval_meta(file, root, data)
+        try:
+            data = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{file}: invalid JSON ({error}); expected an lm-eval results file") from None
+        if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not data["results"]:
+            raise ValueError(f"{file}: no 'results' in this JSON; expected an lm-eval results file")
+        name, seed, source = _lmeval_meta(file.resolve() if not root.is_dir() else file, base_dir, data)
         model, family, size_b = _model_identity(name, None)
-        for task, values in (data.get("results") or {}).items():
+        for task, values in data["results"].items():
             cell = lmeval_task(task, str(file))
             acc, acc_norm = values.get("acc,none"), values.get("acc_norm,none")
             if acc is None and acc_norm is None:
@@ -306,10 +393,11 @@ def read_lmeval_dir(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "source_task": source.task if source else "", "source_language": source.language if source else "",
                 "target_task": cell.task, "target_language": cell.language,
                 "acc": np.nan if acc is None else float(acc), "score": float(acc_norm if acc_norm is not None else acc),
-                "delta": np.nan, "_where": f"{file.relative_to(root)} task {task}",
+                "delta": np.nan, "_where": f"{file.relative_to(root) if root.is_dir() else file.name} task {task}",
             })
     frame = pd.DataFrame(rows)
     _check_finite(frame, ["score"], optional=[])
+    _check_scores(frame.assign(model_name=frame["model"]), ["score", "acc"])
     base_rows = frame["source_task"] == ""
     return frame[base_rows].copy(), frame[~base_rows].copy()
 
@@ -367,6 +455,19 @@ def _content(col: dict, idx: np.ndarray, columns: list[str]) -> list:
     return list(zip(*(col[c][idx].tolist() for c in ["target_task", "target_language", *columns])))
 
 
+def _stat_columns(col: dict, idx: np.ndarray) -> list[str]:
+    """The `stat:*` columns with a value in these rows."""
+    return [c for c in sorted(col) if c.startswith("stat:") and np.isfinite(col[c][idx].astype(float)).any()]
+
+
+def _statistics_table(col: dict, idx: np.ndarray, stats: list[str]) -> pd.DataFrame | None:
+    if not stats:
+        return None
+    table = {"target_task": col["target_task"][idx], "target_language": col["target_language"][idx]}
+    table.update({c[len("stat:"):]: col[c][idx].astype(float) for c in stats})
+    return pd.DataFrame(table)
+
+
 def build_runs(base: pd.DataFrame, ft: pd.DataFrame, cfg: ImportConfig) -> list[ImportedRun]:
     """Baseline runs (one per model and seed) first, then evaluate runs (per model, seed, source cell)."""
     _check_keys(base, ft)
@@ -376,22 +477,23 @@ def build_runs(base: pd.DataFrame, ft: pd.DataFrame, cfg: ImportConfig) -> list[
     runs, base_keys = [], {}
     col, groups = _groups(base, ["model", "seed"])
     for (model, seed), idx in groups:
+        stats = _stat_columns(col, idx)
         key = runkeys.run_key("baseline", {"imported": True, "model": model, "seed": seed, "suite": SUITE,
-                                           "rows": _content(col, idx, ["acc", "score"])})
+                                           "rows": _content(col, idx, ["acc", "score", *stats])})
         base_keys[(model, seed)] = key
         runs.append(ImportedRun("baseline", model, seed, None, _cell_metrics(col, idx, False), key,
-                                {**_identity(col, idx), names.RECIPE: "none"}))
+                                {**_identity(col, idx), names.RECIPE: "none"}, _statistics_table(col, idx, stats)))
     col, groups = _groups(ft, ["model", "seed", "source_task", "source_language"])
     for (model, seed, task, language), idx in groups:
-        source, baseline = Cell(task, language), base_keys[(model, seed)]
+        source, baseline, stats = Cell(task, language), base_keys[(model, seed)], _stat_columns(col, idx)
         key = runkeys.run_key("evaluate", {"imported": True, "baseline": baseline, "source": str(source), "recipe": cfg.recipe,
-                                           "lora_r": cfg.lora_r, "rows": _content(col, idx, ["acc", "score", "delta"])})
+                                           "lora_r": cfg.lora_r, "rows": _content(col, idx, ["acc", "score", "delta", *stats])})
         metrics = _cell_metrics(col, idx, True)
         targets = zip(col["target_task"][idx], col["target_language"][idx], col["delta"][idx].astype(float))
         metrics.update(names.transfer_metrics(source, {Cell(t, lang): d for t, lang, d in targets}))
         tags = {**_identity(col, idx), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
                 names.SOURCE_TASK: task, names.SOURCE_LANGUAGE: language, names.BASELINE_RUN_ID: baseline}
-        runs.append(ImportedRun("evaluate", model, seed, source, metrics, key, tags))
+        runs.append(ImportedRun("evaluate", model, seed, source, metrics, key, tags, _statistics_table(col, idx, stats)))
     return runs
 
 
@@ -402,10 +504,10 @@ def read_input(cfg: ImportConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise ValueError(f"import path {str(path)!r} does not exist")
-    fmt = cfg.format if cfg.format != "auto" else ("lmeval" if path.is_dir() else "csv")
+    fmt = cfg.format if cfg.format != "auto" else ("lmeval" if path.is_dir() or path.suffix.lower() == ".json" else "csv")
     if fmt == "lmeval":
-        if not path.is_dir():
-            raise ValueError(f"format lmeval needs a directory of results_*.json files, got the file {str(path)!r}")
+        if not path.is_dir() and path.suffix.lower() != ".json":
+            raise ValueError(f"format lmeval needs a directory of results_*.json files or one .json file, got {str(path)!r}")
         return read_lmeval_dir(path)
     if path.is_dir():
         raise ValueError(f"format csv needs a file, got the directory {str(path)!r}")
@@ -435,6 +537,8 @@ def import_results(cfg: ImportConfig) -> ImportSummary:
         if run.kind == "evaluate":
             tags[names.BASELINE_RUN_ID] = run_ids[run.tags[names.BASELINE_RUN_ID]]  # baseline key -> its run id
         name = f"{run.kind} {run.model} seed={run.seed}" + (f" {run.source}" if run.source else "") + " (imported)"
-        run_ids[run.key] = writer.log_run(uri, experiment_id, kind=run.kind, tags=tags, metrics=run.metrics, run_name=name)
+        artifacts = {STATISTICS_ARTIFACT: run.statistics} if run.statistics is not None else None
+        run_ids[run.key] = writer.log_run(uri, experiment_id, kind=run.kind, tags=tags, metrics=run.metrics, run_name=name,
+                                          artifacts=artifacts)
     return ImportSummary(created=len(pending), skipped=len(runs) - len(pending), rows=len(base) + len(ft),
                          run_ids=[run_ids[run.key] for run in runs])

@@ -24,7 +24,7 @@ from transfergrid.config import (
     to_dict,
 )
 from transfergrid.data import Suite, get_suite, suite_cells
-from transfergrid.grid import Cell, check_choice
+from transfergrid.grid import Cell, check_choice, delta_pp
 from transfergrid.models import ModelSpec, is_hub_model, load_model, study_model
 from transfergrid.tracking import names, reader, writer
 
@@ -387,7 +387,7 @@ def _evaluate_one(
         evaluate = _evaluate_full if full else _evaluate_adapter
         result = evaluate(study, cfg, host, weights, label=f"evaluate {source}")
         for cell, values in result.metrics.items():
-            values[names.DELTA] = 100.0 * (values["score"] - base_scores[cell])
+            values[names.DELTA] = delta_pp(values["score"], base_scores[cell], values.get("n"))
         _log_evaluation(run, result)
         run.log_metrics(names.transfer_metrics(source, {cell: v[names.DELTA] for cell, v in result.metrics.items()}))
         return run.run_id

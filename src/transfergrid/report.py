@@ -90,6 +90,7 @@ class ReportOptions:
         main_rank: the main grid's LoRA rank; None takes the most frequent one.
         cot: per (model, target_task, target_language) chain-of-thought gain `cot_delta` (pp), if any.
         filter_text: how the runs were selected, shown in the header.
+        tie_tolerance: |Δ| (pp) below it is a tie with 0 in the regime section's tie-aware rates.
         n_boot, seed: paired-bootstrap resamples and random seed.
     """
 
@@ -108,6 +109,7 @@ class ReportOptions:
     cot: pd.DataFrame | None = None
     source_items: pd.DataFrame | None = None  # task, language, split, prompt, answer, label (see suite_items)
     filter_text: str = ""
+    tie_tolerance: float = 1e-9
     n_boot: int = 2000
     seed: int = 0
 
@@ -253,16 +255,23 @@ def _stats_sentence(label: str, row: Mapping) -> str:
 
 def _regimes(b: _Builder, rows: pd.DataFrame, opts: ReportOptions) -> None:
     """Regime table, global uplift overall and per model, bar figure (SPEC 1.9)."""
-    summary = b.table("regimes", "regime_summary", analysis.regime_summary(rows))
+    tolerance = opts.tie_tolerance
+    summary = b.table("regimes", "regime_summary", analysis.regime_summary(rows, tie_tolerance=tolerance))
     per_model = [{"model": "all", **summary.iloc[-1].drop("regime").to_dict()}]
     for model, part in rows.groupby("model", sort=True):
-        per_model.append({"model": model, **analysis.regime_summary(part).iloc[-1].drop("regime").to_dict()})
+        per_model.append({"model": model, **analysis.regime_summary(part, tie_tolerance=tolerance).iloc[-1].drop("regime").to_dict()})
     b.table("regimes", "global_uplift", pd.DataFrame(per_model))
     b.figure("regimes", "regime_bars", figures.plot_regime_bars, summary)
     for _, row in summary.iterrows():
         b.say("regimes", _stats_sentence(row["regime"], row) + ".")
-        for column in ("n", "mean_delta", "median_delta", "win_rate", "harm_rate"):
+        for column in ("n", "mean_delta", "median_delta", "win_rate", "harm_rate", "win_rate_tie_aware",
+                       "harm_rate_tie_aware", "ties"):
             b.summary.headline[f"regime/{_slug(row['regime'])}/{column}"] = float(row[column])
+    b.say("regimes", f"Tie-aware rates (beyond the paper; |Δ| < {tolerance:g} pp counts as 0 and |Δ + 1| < "
+          f"{tolerance:g} as -1 pp, so float residue neither wins nor escapes harm): " + "; ".join(
+              f"{r['regime']} win rate {_num(r['win_rate_tie_aware'], 1, False)}%, harm rate "
+              f"{_num(r['harm_rate_tie_aware'], 1, False)}% ({int(r['ties'])} ties at 0, "
+              f"{int(r['harm_boundary_ties'])} at -1 pp)" for _, r in summary.iterrows()) + ".")
 
 
 def _language_roles(b: _Builder, rows: pd.DataFrame, opts: ReportOptions) -> None:

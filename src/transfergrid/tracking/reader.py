@@ -205,8 +205,9 @@ def load_results(
 
     Returns:
         Columns: model, model_family, model_size_b, seed, recipe, lora_r, suite, source_task,
-        source_language, target_task, target_language, base_score, ft_score, base_acc, ft_acc,
-        evaluate_run_id, baseline_run_id. Scores are fractions; Δ is computed by the analysis.
+        source_language, target_task, target_language, base_score, ft_score, base_acc, ft_acc, delta,
+        evaluate_run_id, baseline_run_id. Scores are fractions; `delta` is the Δ (pp) the evaluate run
+        logged (`delta/<task>/<language>`), NaN where it logged none (the analysis then computes it).
     """
     clauses, rest = selection_filter(selection)
     filter_string = " and ".join(c for c in (extra_filter.strip(), *clauses) if c)
@@ -228,6 +229,7 @@ def load_results(
         base = baselines.loc[baseline_id]
         ft_score, base_score = names.cell_values(run, "score", "metrics."), names.cell_values(base, "score", "metrics.")
         ft_acc, base_acc = names.cell_values(run, "acc", "metrics."), names.cell_values(base, "acc", "metrics.")
+        delta = names.cell_values(run, names.DELTA, "metrics.")
         for cell, score in sorted(ft_score.items()):
             rows.append(
                 {
@@ -246,6 +248,7 @@ def load_results(
                     "ft_score": score,
                     "base_acc": base_acc.get(cell, float("nan")),
                     "ft_acc": ft_acc.get(cell, float("nan")),
+                    "delta": delta.get(cell, float("nan")),
                     "evaluate_run_id": run["run_id"],
                     "baseline_run_id": baseline_id,
                 }
@@ -307,6 +310,28 @@ def load_cot_gains(
         return pd.DataFrame(columns=columns), []
     frame = pd.DataFrame(rows).groupby(columns[:3], as_index=False)["cot_delta"].mean()
     return frame, sorted(set(used))
+
+
+def load_cell_statistics(tracking_uri: str, run_ids: Sequence[str], dst: Path, artifact: str = "cell_statistics.csv") -> pd.DataFrame:
+    """The per-target seed-variation tables (`*_std`, `*_se`, `n_seeds`) of imported runs, with a `run_id` column.
+
+    Runs without the artifact (the project's own runs, whose seeds are separate runs) are left out.
+
+    Args:
+        tracking_uri: the tracking store.
+        run_ids: the baseline/evaluate runs to read.
+        dst: a scratch directory for the downloads.
+    """
+    from mlflow.exceptions import MlflowException
+
+    frames = []
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            path = download_artifacts(tracking_uri, run_id, artifact, dst / run_id)
+        except (MlflowException, OSError):
+            continue
+        frames.append(pd.read_csv(path).assign(run_id=run_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def load_predictions(tracking_uri: str, run_ids: Sequence[str], dst: Path) -> dict[str, pd.DataFrame]:

@@ -212,12 +212,14 @@ def log_run(
     tags: Mapping[str, object],
     metrics: Mapping[str, float],
     run_name: str,
+    artifacts: Mapping[str, object] | None = None,
 ) -> str:
     """Create a FINISHED run with its tags and metrics in few calls; returns the run id.
 
     For bulk imports of results computed elsewhere: one `create_run` (with every tag), one
     `log_batch` per 1000 metrics and one `set_terminated`, instead of a call per tag or metric.
-    Non-finite and None metric values are skipped. On error the run ends FAILED with the reason.
+    Non-finite and None metric values are skipped. `artifacts`: artifact file name -> DataFrame
+    (`RunWriter.log_dataframe`). On error the run ends FAILED with the reason.
     """
     from mlflow.entities import Metric
 
@@ -234,6 +236,8 @@ def log_run(
     try:
         for i in range(0, len(batch), _METRIC_BATCH):
             client.log_batch(run_id, metrics=batch[i : i + _METRIC_BATCH])
+        for artifact_file, frame in (artifacts or {}).items():
+            RunWriter(client, run_id).log_dataframe(frame, artifact_file)
     except BaseException as error:
         try:
             client.set_tag(run_id, names.FAILURE_REASON, _clean(f"{type(error).__name__}: {error}"))
