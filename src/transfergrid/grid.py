@@ -23,7 +23,7 @@ def delta_pp(score: float, base: float, n_items: int | None) -> float:
     """
     if n_items:
         k, j = score * n_items, base * n_items
-        if abs(k - round(k)) < 1e-6 and abs(j - round(j)) < 1e-6:
+        if abs(k - round(k)) < 1e-9 * n_items and abs(j - round(j)) < 1e-9 * n_items:
             return 100.0 * (round(k) - round(j)) / n_items
     return 100.0 * (score - base)
 
