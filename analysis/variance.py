@@ -16,7 +16,9 @@ one recipe and rank.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +30,7 @@ from transfergrid.grid import TRANSFER_REGIMES
 
 logger = logging.getLogger(__name__)
 
+FIT_THREADS = min(2, os.cpu_count() or 1)  # MixedLM fits run side by side: their time is BLAS, which frees the GIL
 _COMPONENTS = ("model", "source", "target", "residual")
 _COLUMNS = ["subset", "n", "n_models", "n_sources", "n_targets", *[f"var_{c}" for c in _COMPONENTS],
             *[f"share_{c}" for c in _COMPONENTS], "converged", "note"]
@@ -88,28 +91,40 @@ def _decompose(frame, fit, *, delta, min_rows, curated_task, use_sparse, subsets
     unknown = sorted(set(subsets or ()) - {name for name, _ in available})
     if unknown:
         raise ValueError(f"unknown subsets {unknown}; valid: {[name for name, _ in available]}")
-    rows = []
+    rows, todo = [], []
     for name, mask in available:
         if subsets is not None and name not in subsets:
             continue
         part = data[mask.to_numpy()].reset_index(drop=True)
         row = {"subset": name, "n": len(part), "n_models": part["model"].nunique(),
                "n_sources": part["source_id"].nunique(), "n_targets": part["target_id"].nunique(), "note": ""}
+        rows.append(row)
         if len(part) < min_rows:
-            rows.append({**row, "note": f"skipped: n < {min_rows}"})
-            continue
+            row["note"] = f"skipped: n < {min_rows}"
+        else:
+            todo.append((row, part))
+
+    def run(part: pd.DataFrame):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "MLE may be on the boundary" is expected (STACK.md)
-                variances, converged = fit(part, use_sparse)
+            return fit(part, use_sparse)
         except (np.linalg.LinAlgError, ValueError) as err:
-            logger.warning("variance decomposition of %s failed: %s", name, err)
-            rows.append({**row, "note": f"fit failed: {err}"})
+            return err
+
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
+        warnings.simplefilter("ignore")  # "MLE may be on the boundary" is expected (STACK.md)
+        largest_first = sorted(todo, key=lambda item: -len(item[1]))
+        results = dict(zip((id(row) for row, _ in largest_first), pool.map(run, (part for _, part in largest_first))))
+    for row, _ in todo:
+        result = results[id(row)]
+        if isinstance(result, Exception):
+            logger.warning("variance decomposition of %s failed: %s", row["subset"], result)
+            row["note"] = f"fit failed: {result}"
             continue
+        variances, converged = result
         total = sum(variances.values())
         row.update({f"var_{c}": variances[c] for c in _COMPONENTS})
         row.update({f"share_{c}": 100.0 * variances[c] / total for c in _COMPONENTS})
-        rows.append({**row, "converged": converged})
+        row["converged"] = converged
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 

@@ -64,7 +64,7 @@ def full_report(tmp_path_factory):
 def test_full_report_writes_every_table_figure_and_section(full_report):
     _, out, summary = full_report
     assert set(summary.skipped) == {"source_statistics"}  # needs the suite's items; this table is external
-    optional = {"planted_recovery", "source_statistics", "source_statistics_regression"}
+    optional = {"planted_recovery", "source_statistics", "source_statistics_regression", "typology_second"}
     assert set(report.TABLES) - optional <= set(summary.tables)
     for name in set(report.TABLES) - optional:
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0, name

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from transfergrid.tracking import names
@@ -219,41 +220,63 @@ def load_results(
     if evaluations.empty:
         return pd.DataFrame()
     baselines = _finished_runs(tracking_uri, experiment_ids, "baseline", "")
-    baselines = baselines.set_index("run_id") if not baselines.empty else baselines
-    rows = []
-    for _, run in evaluations.iterrows():
-        baseline_id = run.get(f"tags.{names.BASELINE_RUN_ID}")
-        if baselines.empty or baseline_id not in baselines.index:
-            logger.warning("evaluate run %s: baseline run %s is not FINISHED here; skipped", run["run_id"], baseline_id)
+    baseline_ids = evaluations[f"tags.{names.BASELINE_RUN_ID}"] if f"tags.{names.BASELINE_RUN_ID}" in evaluations else None
+    known = set(baselines["run_id"]) if not baselines.empty else set()
+    has_base = baseline_ids.isin(known) if baseline_ids is not None else pd.Series(False, index=evaluations.index)
+    for run_id, baseline_id in zip(evaluations.loc[~has_base, "run_id"], baseline_ids[~has_base] if baseline_ids is not None else []):
+        logger.warning("evaluate run %s: baseline run %s is not FINISHED here; skipped", run_id, baseline_id)
+    evaluations = evaluations[has_base]
+    if evaluations.empty:
+        return pd.DataFrame()
+    ft = _cell_table(evaluations, {"score": "ft_score", "acc": "ft_acc", names.DELTA: "delta"})
+    if ft.empty:
+        return pd.DataFrame()
+    base = _cell_table(baselines[baselines["run_id"].isin(set(baseline_ids))], {"score": "base_score", "acc": "base_acc"})
+    tag = lambda name: evaluations[f"tags.{name}"] if f"tags.{name}" in evaluations else pd.Series(None, index=evaluations.index)  # noqa: E731
+    runs = pd.DataFrame({
+        "run_id": evaluations["run_id"].to_numpy(), "order": np.arange(len(evaluations)),
+        "model": evaluations[f"tags.{names.MODEL}"].to_numpy(), "model_family": tag(names.MODEL_FAMILY).to_numpy(),
+        "model_size_b": pd.to_numeric(tag(names.MODEL_SIZE_B), errors="coerce").to_numpy(float),
+        "seed": [_seed(v) for v in evaluations[f"tags.{names.SEED}"]], "recipe": tag(names.RECIPE).to_numpy(),
+        "lora_r": tag(names.LORA_R).to_numpy(), "suite": tag(names.BENCHMARK_SUITE).to_numpy(),
+        "source_task": evaluations[f"tags.{names.SOURCE_TASK}"].to_numpy(),
+        "source_language": evaluations[f"tags.{names.SOURCE_LANGUAGE}"].to_numpy(),
+        "baseline_run_id": evaluations[f"tags.{names.BASELINE_RUN_ID}"].to_numpy(),
+    })
+    frame = runs.merge(ft, on="run_id").merge(
+        base.rename(columns={"run_id": "baseline_run_id"}), on=["baseline_run_id", "target_task", "target_language"], how="left")
+    frame = frame[frame["ft_score"].notna()].sort_values(["order", "target_task", "target_language"], kind="stable")
+    for column in ("base_score", "base_acc", "ft_acc", "delta"):
+        if column not in frame:
+            frame[column] = np.nan
+    frame = frame.rename(columns={"run_id": "evaluate_run_id"})
+    return frame[_RESULT_COLUMNS].reset_index(drop=True)
+
+
+_RESULT_COLUMNS = ["model", "model_family", "model_size_b", "seed", "recipe", "lora_r", "suite", "source_task",
+                   "source_language", "target_task", "target_language", "base_score", "ft_score", "base_acc", "ft_acc",
+                   "delta", "evaluate_run_id", "baseline_run_id"]
+
+
+def _cell_table(runs: pd.DataFrame, families: Mapping[str, str]) -> pd.DataFrame:
+    """Per-cell metrics of runs as a long table: `run_id, target_task, target_language` and one column per
+    family (`families`: metric family -> column name), from the `metrics.<family>/<task>/<language>` columns.
+
+    Vectorised: each metric name is parsed once, not once per run.
+    """
+    parts = []
+    for family, column in families.items():
+        cells = {c: names.parse_cell_metric(c[len("metrics."):]) for c in runs.columns if c.startswith(f"metrics.{family}/")}
+        cells = {c: parsed[1] for c, parsed in cells.items() if parsed and parsed[0] == family}
+        if not cells:
             continue
-        base = baselines.loc[baseline_id]
-        ft_score, base_score = names.cell_values(run, "score", "metrics."), names.cell_values(base, "score", "metrics.")
-        ft_acc, base_acc = names.cell_values(run, "acc", "metrics."), names.cell_values(base, "acc", "metrics.")
-        delta = names.cell_values(run, names.DELTA, "metrics.")
-        for cell, score in sorted(ft_score.items()):
-            rows.append(
-                {
-                    "model": run[f"tags.{names.MODEL}"],
-                    "model_family": run.get(f"tags.{names.MODEL_FAMILY}"),
-                    "model_size_b": float(run.get(f"tags.{names.MODEL_SIZE_B}") or "nan"),
-                    "seed": _seed(run[f"tags.{names.SEED}"]),
-                    "recipe": run.get(f"tags.{names.RECIPE}"),
-                    "lora_r": run.get(f"tags.{names.LORA_R}"),
-                    "suite": run.get(f"tags.{names.BENCHMARK_SUITE}"),
-                    "source_task": run[f"tags.{names.SOURCE_TASK}"],
-                    "source_language": run[f"tags.{names.SOURCE_LANGUAGE}"],
-                    "target_task": cell.task,
-                    "target_language": cell.language,
-                    "base_score": base_score.get(cell, float("nan")),
-                    "ft_score": score,
-                    "base_acc": base_acc.get(cell, float("nan")),
-                    "ft_acc": ft_acc.get(cell, float("nan")),
-                    "delta": delta.get(cell, float("nan")),
-                    "evaluate_run_id": run["run_id"],
-                    "baseline_run_id": baseline_id,
-                }
-            )
-    return pd.DataFrame(rows)
+        values = runs.set_index("run_id")[list(cells)].rename(columns=lambda c: (cells[c].task, cells[c].language))
+        values.columns = pd.MultiIndex.from_tuples(values.columns, names=["target_task", "target_language"])
+        long = values.stack(["target_task", "target_language"], future_stack=True).rename(column).dropna()
+        parts.append(long)
+    if not parts:
+        return pd.DataFrame(columns=["run_id", "target_task", "target_language", *families.values()])
+    return pd.concat(parts, axis=1).reset_index()
 
 
 def _outside_ablations(tracking_uri: str, experiment_ids: list[str], frame: pd.DataFrame) -> pd.DataFrame:
