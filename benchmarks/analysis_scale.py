@@ -1,18 +1,22 @@
 """Paper-scale benchmark of `import_results` + `analysis` (issue 4, "Done when").
 
-Generates 9 models x 44 sources x 44 targets x 3 seeds (`analysis.simulate`), writes it as a per-seed
-results CSV (or the seed-aggregated released schema with `--aggregated`), imports it through the
-`import_results` entry point into a fresh SQLite store in a temporary directory, runs the `analysis`
-entry point on it, and compares its `tables/regime_summary.csv` with a direct pandas computation on
-the generated CSV. Appends a results table with a machine description to `benchmarks/RESULTS.md`.
+Generates 9 models x 44 sources x 44 targets x 3 seeds (`analysis.simulate`), writes it in the exact
+26-column header of the authors' released `results/transfer_results.csv` (17,424 seed-aggregated
+rows; `--per-seed` writes the per-seed long table instead, 1,215 runs), imports it through the
+`import_results` entry point into a fresh SQLite store in a temporary directory, imports it again
+(which must create nothing), runs the `analysis` entry point on it, and compares its
+`tables/regime_summary.csv` with a direct pandas computation on the file's `delta_score_norm(_mean)`.
+`--load N` keeps N busy-looping processes running meanwhile (the goal's condition: 2 cores while
+another process uses one). Appends a results table with a machine description to `benchmarks/RESULTS.md`.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src:. python benchmarks/analysis_scale.py [--aggregated] [--no-append]
+    OMP_NUM_THREADS=1 PYTHONPATH=src:. python benchmarks/analysis_scale.py [--per-seed] [--load 1] [--no-append]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -46,6 +50,11 @@ def direct_regime_table(csv: Path) -> pd.DataFrame:
                           "win_rate": 100 * (d > 0).mean(), "harm_rate": 100 * (d <= -1.0).mean()} for r, d in groups])
 
 
+def _busy() -> None:
+    while True:
+        pass
+
+
 def run(aggregated: bool, workdir: Path) -> dict:
     """Generate, import and analyse; returns the measurements."""
     from analysis.released import released_table
@@ -73,7 +82,8 @@ def run(aggregated: bool, workdir: Path) -> dict:
     want = direct_regime_table(csv).set_index("regime")
     columns = ["n", "mean_delta", "median_delta", "win_rate", "harm_rate"]
     diff = float(np.nanmax(np.abs(got.loc[want.index, columns].to_numpy(float) - want[columns].to_numpy(float))))
-    return {"input": csv.name, "rows": summary.rows, "runs": summary.created, "import_s": import_s,
+    return {"input": f"{csv.name} ({len(pd.read_csv(csv, nrows=0).columns)} columns)", "rows": len(pd.read_csv(csv, usecols=[0])),
+            "runs": summary.created, "import_s": import_s,
             "reimport_s": reimport_s, "reimport_created": again.created, "analysis_s": analysis_s,
             "max_abs_diff": diff, "tables": tables}
 
@@ -83,13 +93,14 @@ def report(result: dict) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         f"\n## analysis_scale ({when})\n",
-        f"Machine: {_common.machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.\n",
-        "| input | rows | runs imported | import (s) | re-import (s, runs created) | analysis (s) | goal "
-        "| max abs diff vs pandas | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Machine: {_common.machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+        f"busy processes alongside: {result['load']}; load average at the end: {result['loadavg']}.\n",
+        "| input | file rows | runs imported | import (s) | re-import (s, runs created) | analysis (s) "
+        "| import + analysis (s) | goal | max abs diff vs pandas | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {result['input']} | {result['rows']} | {result['runs']} | {result['import_s']:.1f} | "
-        f"{result['reimport_s']:.1f} ({result['reimport_created']}) | {result['analysis_s']:.1f} | < 120 | "
-        f"{result['max_abs_diff']:.2e} | <= 1e-9 |",
+        f"{result['reimport_s']:.1f} ({result['reimport_created']}) | {result['analysis_s']:.1f} | "
+        f"{result['import_s'] + result['analysis_s']:.1f} | < 120 | {result['max_abs_diff']:.2e} | <= 1e-9 |",
         f"\nTables the analysis run logged: {', '.join(result['tables'])}.\n",
     ])
 
@@ -97,22 +108,31 @@ def report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when a goal is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--aggregated", action="store_true", help="import the seed-aggregated released schema")
+    parser.add_argument("--per-seed", action="store_true", help="import the per-seed long table (1,215 runs) "
+                        "instead of the released seed-aggregated file (405 runs)")
+    parser.add_argument("--load", type=int, default=0, help="busy-looping processes to run alongside (default 0)")
     parser.add_argument("--no-append", action="store_true", help=f"do not append to {RESULTS.name}")
     args = parser.parse_args(argv)
+    busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.load)]
+    for process in busy:
+        process.start()
     with tempfile.TemporaryDirectory(prefix="transfergrid-bench-") as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)  # the analysis entry point may write scratch files to the working directory
         try:
-            result = run(args.aggregated, Path(tmp))
+            result = run(not args.per_seed, Path(tmp))
         finally:
             os.chdir(cwd)
+            for process in busy:
+                process.terminate()
+    result.update(load=args.load, loadavg=" ".join(f"{v:.1f}" for v in os.getloadavg()))
     text = report(result)
     print(text)
     if not args.no_append:
         with RESULTS.open("a") as handle:
             handle.write(text)
-    return 0 if result["analysis_s"] < 120 and result["max_abs_diff"] <= 1e-9 else 1
+    total = result["analysis_s"] + (result["import_s"] if not args.per_seed else 0)
+    return 0 if total < 120 and result["max_abs_diff"] <= 1e-9 and result["reimport_created"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
     mlflow run . -e import_results --env-manager local -P path=results/transfer_results.csv
     python -m entrypoints.import_results --path results.csv [--format auto|csv|lmeval] [--experiment transfergrid]
 
-Reads the authors' released long-format results CSV (seed-aggregated: runs tagged seed=mean), a
-per-seed CSV with a `seed` column, or a directory of lm-eval `results_*.json` files; validates it
-completely before creating any run; runs already imported (same run_key) are skipped.
+Reads the authors' released `results/transfer_results.csv` in its 26-column header (seed-aggregated:
+runs tagged seed=mean, std/SE kept as each run's `cell_statistics.csv`), a per-seed CSV with a `seed`
+column, or lm-eval `results_*.json` files (a directory, or one `.json` file); validates it completely
+before creating any run (scores in [0, 1], no empty table); runs already imported (same run_key) are skipped.
 """
 
 from __future__ import annotations

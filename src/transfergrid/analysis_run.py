@@ -94,7 +94,7 @@ def headline_metrics(summary) -> dict[str, float]:
     """Headline metrics of a `report.ReportSummary`: counts plus the findings of each analysis.
 
     Names: `n_runs, n_cells, n_models, n_seeds, n_rows`; `regime/<mt_ml|mt_cl|ct_ml|ct_cl|all_transfer>/
-    <n|mean_delta|median_delta|win_rate|harm_rate>`; `roles/top_donor_score`, `roles/top_recipient_score`,
+    <n|mean_delta|median_delta|win_rate|harm_rate|win_rate_tie_aware|harm_rate_tie_aware|ties>`; `roles/top_donor_score`, `roles/top_recipient_score`,
     `roles/curated_vs_translated_rho`; `pareto/tradeoff_share`; `variance/<nested|crossed>/share_<model|source|
     target|residual>`; `consistency/<model|family|size>/<regime>/median`; `typology/<distance>/spearman_rho`;
     `baseline_gain/slope`; `latent/pc1_explained`; `significance/all_transfer/sig_<win|harm>_rate_<mcnemar|ci>`;

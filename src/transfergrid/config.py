@@ -345,10 +345,10 @@ IMPORT_FORMATS = ("auto", "csv", "lmeval")
 class ImportConfig:
     """`import_results`: log an external results table or lm-eval output as baseline/evaluate runs."""
 
-    path: str = ""  # a results CSV (seed-aggregated or per-seed) or a directory of lm-eval results_*.json
+    path: str = ""  # a results CSV (seed-aggregated or per-seed), a directory of lm-eval results_*.json, or one .json
     experiment: str = "transfergrid"
     tracking_uri: str | None = None
-    format: str = "auto"  # auto (a directory is lmeval, a file csv) | csv | lmeval
+    format: str = "auto"  # auto (a directory or a .json file is lmeval, another file csv) | csv | lmeval
     recipe: str = "lora"  # recipe tag of the imported evaluate runs (the paper: LoRA r = 32)
     lora_r: int = 32
 

@@ -68,7 +68,7 @@ IGNORED_COLUMNS = {"regime", "model_family", "size_bucket", "n"}  # derived colu
 # The released file spells the base columns `score_base_*` / `score_norm_base_*`; both spellings are read.
 RELEASED_SPELLINGS = {"score_base": "base_score", "score_norm_base": "base_score_norm"}
 _SUFFIXES = ("_mean", "_std", "_se", "_stderr", "")
-STATISTICS_ARTIFACT = "cell_statistics.csv"  # per-run seed variation of an imported table (see the module doc)
+STATISTICS_ARTIFACT = names.CELL_STATISTICS_ARTIFACT  # per-run seed variation of an imported table (module doc)
 # Normalised per-seed table: one row per (model, seed, source cell or base, target cell).
 _LANGUAGE = r"[A-Za-z][A-Za-z0-9_-]*"  # a language code; no '/' or '.', which would break metric names and cells
 KEY = ["model", "seed", "source_task", "source_language", "target_task", "target_language"]

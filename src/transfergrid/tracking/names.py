@@ -39,6 +39,7 @@ KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")
 # Artifacts.
 CONFIG_ARTIFACT = "config.yaml"
 PREDICTIONS_ARTIFACT = "predictions.parquet"
+CELL_STATISTICS_ARTIFACT = "cell_statistics.csv"  # on imported runs: per-target std/SE/n_seeds of the input
 ADAPTER_DIR = "adapter"
 FULL_MODEL_DIR = "model"  # a full fine-tune's weights (recipe `full`), loadable with from_pretrained
 

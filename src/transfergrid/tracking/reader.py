@@ -335,7 +335,7 @@ def load_cot_gains(
     return frame, sorted(set(used))
 
 
-def load_cell_statistics(tracking_uri: str, run_ids: Sequence[str], dst: Path, artifact: str = "cell_statistics.csv") -> pd.DataFrame:
+def load_cell_statistics(tracking_uri: str, run_ids: Sequence[str], dst: Path) -> pd.DataFrame:
     """The per-target seed-variation tables (`*_std`, `*_se`, `n_seeds`) of imported runs, with a `run_id` column.
 
     Runs without the artifact (the project's own runs, whose seeds are separate runs) are left out.
@@ -350,7 +350,7 @@ def load_cell_statistics(tracking_uri: str, run_ids: Sequence[str], dst: Path, a
     frames = []
     for run_id in dict.fromkeys(run_ids):
         try:
-            path = download_artifacts(tracking_uri, run_id, artifact, dst / run_id)
+            path = download_artifacts(tracking_uri, run_id, names.CELL_STATISTICS_ARTIFACT, dst / run_id)
         except (MlflowException, OSError):
             continue
         frames.append(pd.read_csv(path).assign(run_id=run_id))

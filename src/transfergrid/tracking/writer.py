@@ -218,8 +218,8 @@ def log_run(
 
     For bulk imports of results computed elsewhere: one `create_run` (with every tag), one
     `log_batch` per 1000 metrics and one `set_terminated`, instead of a call per tag or metric.
-    Non-finite and None metric values are skipped. `artifacts`: artifact file name -> DataFrame
-    (`RunWriter.log_dataframe`). On error the run ends FAILED with the reason.
+    Non-finite and None metric values are skipped. `artifacts`: artifact file name (CSV, at the top
+    of the run's artifacts) -> DataFrame. On error the run ends FAILED with the reason.
     """
     from mlflow.entities import Metric
 
@@ -228,16 +228,24 @@ def log_run(
     client = _client(tracking_uri)
     now = int(time.time() * 1000)
     all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, **tags}
-    run_id = client.create_run(
+    info = client.create_run(
         experiment_id, start_time=now, run_name=run_name,
         tags={k: _clean(v) for k, v in all_tags.items() if v is not None},
-    ).info.run_id
+    ).info
+    run_id = info.run_id
     batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
     try:
         for i in range(0, len(batch), _METRIC_BATCH):
             client.log_batch(run_id, metrics=batch[i : i + _METRIC_BATCH])
-        for artifact_file, frame in (artifacts or {}).items():
-            RunWriter(client, run_id).log_dataframe(frame, artifact_file)
+        if artifacts:  # straight to the run's artifact location (client.log_artifact would look the run up again)
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repository = get_artifact_repository(info.artifact_uri, tracking_uri=tracking_uri)
+            with tempfile.TemporaryDirectory() as tmp:
+                for artifact_file, frame in artifacts.items():
+                    path = Path(tmp) / artifact_file
+                    frame.to_csv(path, index=False)
+                    repository.log_artifact(str(path))
     except BaseException as error:
         try:
             client.set_tag(run_id, names.FAILURE_REASON, _clean(f"{type(error).__name__}: {error}"))
