@@ -100,7 +100,7 @@ def report(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| {result['input']} | {result['rows']} | {result['runs']} | {result['import_s']:.1f} | "
         f"{result['reimport_s']:.1f} ({result['reimport_created']}) | {result['analysis_s']:.1f} | "
-        f"{result['import_s'] + result['analysis_s']:.1f} | < 120 | {result['max_abs_diff']:.2e} | <= 1e-9 |",
+        f"{result['import_s'] + result['analysis_s']:.1f} | {result['goal']} | {result['max_abs_diff']:.2e} | <= 1e-9 |",
         f"\nTables the analysis run logged: {', '.join(result['tables'])}.\n",
     ])
 
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(cwd)
             for process in busy:
                 process.terminate()
-    result.update(load=args.load, loadavg=" ".join(f"{v:.1f}" for v in os.getloadavg()))
+    result.update(load=args.load, loadavg=" ".join(f"{v:.1f}" for v in os.getloadavg()),
+                  goal="analysis < 120" if args.per_seed else "import + analysis < 120")
     text = report(result)
     print(text)
     if not args.no_append:
