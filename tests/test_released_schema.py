@@ -190,3 +190,32 @@ def test_json_files_are_read_as_json_and_invalid_json_names_the_file(tracking_ur
     assert not (tmp_path / "mlflow.db").exists()
     broken.write_text('{"results": {"arc_de": {"acc,none": 0.3, "acc_norm,none": 0.35}}, "model_name": "Qwen/Qwen2.5-0.5B-Instruct"}')
     assert import_results(ImportConfig(path=str(broken))).created == 1  # one baseline run (base, seed 17)
+
+
+def test_per_seed_stderr_columns_are_kept_per_run(tmp_path):
+    """The per-seed long form keeps working, and its per-seed `*_stderr` columns travel with the runs too."""
+    from transfergrid.importer import build_runs, read_results_csv
+
+    frame = released_rows()
+    per_seed = pd.concat([frame.assign(seed=seed) for seed in (17, 42)])
+    per_seed = pd.DataFrame({
+        "model_name": per_seed["model_name"], "model_size": per_seed["model_size"], "seed": per_seed["seed"],
+        "fine_tuned_dataset": per_seed["fine_tuned_dataset"], "fine_tuned_language": per_seed["fine_tuned_language"],
+        "eval_dataset": per_seed["eval_dataset"], "eval_language": per_seed["eval_language"],
+        "score_norm": per_seed["score_norm_mean"], "base_score_norm": per_seed["score_norm_base_mean"],
+        "delta_score_norm": per_seed["delta_score_norm_mean"], "score_norm_stderr": per_seed["score_norm_std"],
+        "base_score_norm_stderr": per_seed["score_norm_base_std"]})
+    csv = tmp_path / "per_seed.csv"
+    per_seed.to_csv(csv, index=False)
+    runs = build_runs(*read_results_csv(csv), ImportConfig(path=str(csv)))
+    assert len(runs) == 2 * (2 + 2 * 6)
+    run = next(r for r in runs if r.kind == "evaluate" and r.seed == "42" and str(r.source) == "global_mmlu.fr"
+               and r.model.endswith("Qwen2.5-0.5B-Instruct"))
+    want = frame[(frame["model_name"] == "Qwen2.5-0.5B-Instruct") & (frame["fine_tuned_dataset"] == "global_mmlu")
+                 & (frame["fine_tuned_language"] == "fr")]
+    got = run.statistics.merge(want, left_on=["target_task", "target_language"], right_on=["eval_dataset", "eval_language"])
+    assert len(got) == 6 and np.array_equal(got["score_norm_stderr"], got["score_norm_std"])
+    assert run.metrics["delta/arc_challenge/hi"] == want.set_index("eval_language").query("eval_dataset == 'arc_challenge'").loc[
+        "hi", "delta_score_norm_mean"]
+    baseline = next(r for r in runs if r.kind == "baseline" and r.seed == "17")
+    assert set(baseline.statistics.columns) == {"target_task", "target_language", "score_norm_stderr"}
