@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from transfergrid.redact import redact
 from transfergrid.tracking import names
 
 logger = logging.getLogger(__name__)
@@ -17,6 +18,27 @@ def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+FILTER_HELP = ("valid comparators: =, !=, LIKE, ILIKE, IS NULL, IS NOT NULL (and <, <=, >, >= on metrics and "
+               "attributes), clauses joined with AND, e.g. \"tags.model = 'builtin:tiny-llama' AND tags.seed = '42'\"")
+
+
+def check_filter(text: str, what: str) -> None:
+    """Check an MLflow search filter before any work.
+
+    Raises:
+        ValueError: the filter does not parse; the message names `what` (e.g. `--filter`) and the valid comparators.
+    """
+    if not text.strip():
+        return
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        SearchUtils.parse_search_filter(text)
+    except Exception as error:  # MlflowException for a bad comparator or key, sqlparse errors
+        message = getattr(error, "message", None) or str(error)
+        raise ValueError(f"invalid {what} {text!r}: {message.strip().splitlines()[0]}; {FILTER_HELP}") from None
 
 
 def find_finished(tracking_uri: str, experiment_id: str, run_key: str) -> str | None:
@@ -54,6 +76,16 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
     return experiment.experiment_id if experiment is not None else None
 
 
+def experiment_names(tracking_uri: str) -> list[str]:
+    """Names of the active experiments (none when a SQLite store file does not exist: nothing is created)."""
+    from transfergrid import stores
+
+    path = stores.sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        return []
+    return sorted(e.name for e in _client(tracking_uri).search_experiments())
+
+
 def finished_run_keys(tracking_uri: str, experiment_id: str, kinds: tuple[str, ...]) -> dict[str, str]:
     """`run_key` -> id of the newest FINISHED run with that key, over runs of `kinds`, in one paged search per kind.
 
@@ -81,7 +113,7 @@ def get_run(tracking_uri: str, run_id: str):
     try:
         return _client(tracking_uri).get_run(run_id)
     except MlflowException as error:
-        raise ValueError(f"run {run_id!r} not found on {tracking_uri}: {error.message}") from None
+        raise ValueError(f"run {run_id!r} not found on {redact(tracking_uri)}: {redact(error.message)}") from None
 
 
 def newest_finished(tracking_uri: str, experiment_id: str, kind: str, tags: dict[str, str]) -> str | None:
@@ -103,6 +135,11 @@ def finished_run_ids(tracking_uri: str, experiment_id: str, kind: str, tags: dic
     extra = " and ".join(clauses + ([extra_filter.strip()] if extra_filter.strip() else []))
     frame = _finished_runs(tracking_uri, [experiment_id], kind, extra)
     return [] if frame.empty else frame["run_id"].tolist()
+
+
+def has_artifacts(tracking_uri: str, run_id: str, artifact_path: str) -> bool:
+    """Whether the run's artifact directory `artifact_path` holds any file (its files may have been deleted)."""
+    return bool(_client(tracking_uri).list_artifacts(run_id, artifact_path))
 
 
 def download_artifacts(tracking_uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
