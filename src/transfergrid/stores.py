@@ -73,7 +73,7 @@ def check_tracking_store(uri: str) -> None:
     if scheme.split("+")[0] not in TRACKING_SCHEMES:
         raise StoreUnavailable(
             f"unsupported tracking URI {shown!r} (scheme {scheme!r}); valid: sqlite:///path/to/mlflow.db, "
-            "http(s)://host:port (an MLflow server), postgresql://user:password@host/db or mysql://...")
+            "http(s)://host:port (an MLflow server), postgresql://user@host/db or mysql://user@host/db")
     if scheme in ("http", "https"):
         _check_server(uri, shown)
     elif scheme == "sqlite":
@@ -85,12 +85,20 @@ def check_tracking_store(uri: str) -> None:
 
 def _check_server(uri: str, shown: str) -> None:
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2]  # credentials are not needed to see that the server answers
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CHECK_TIMEOUT_S).close()  # noqa: S310 - http(s) only
-    except urllib.error.HTTPError:
-        return  # the server answered (e.g. 404 behind a proxy, 401 without credentials): it is there
+        urllib.request.urlopen(url, timeout=CHECK_TIMEOUT_S).close()  # noqa: S310 - http(s) only
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):  # an MLflow server with authentication: it is there
+            return
+        raise StoreUnavailable(
+            f"tracking URI {shown} does not answer as an MLflow tracking server (HTTP {error.code} on /health); "
+            f"check the host and port, or {_FIX}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise StoreUnavailable(

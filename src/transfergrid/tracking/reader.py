@@ -35,10 +35,18 @@ def check_filter(text: str, what: str) -> None:
     from mlflow.utils.search_utils import SearchUtils
 
     try:
-        SearchUtils.parse_search_filter(text)
-    except Exception as error:  # MlflowException for a bad comparator or key, sqlparse errors
+        clauses = SearchUtils.parse_search_filter(text)
+    except Exception as error:  # MlflowException for a bad key or value, sqlparse errors
         message = getattr(error, "message", None) or str(error)
         raise ValueError(f"invalid {what} {text!r}: {message.strip().splitlines()[0]}; {FILTER_HELP}") from None
+    for clause in clauses:  # the comparators are only checked by the store, at search time
+        kind, key, comparator = clause["type"], clause["key"], clause["comparator"]
+        try:
+            SearchUtils.is_metric(kind, comparator) or SearchUtils.is_param(kind, comparator) or SearchUtils.is_tag(
+                kind, comparator) or SearchUtils.is_attribute(kind, key, comparator) or SearchUtils.is_dataset(kind, comparator)
+        except Exception:  # MlflowException: comparator not valid for this kind of key
+            raise ValueError(f"invalid {what} {text!r}: comparator {comparator!r} cannot compare {kind}s.{key}; "
+                             f"{FILTER_HELP}") from None
 
 
 def find_finished(tracking_uri: str, experiment_id: str, run_key: str) -> str | None:
