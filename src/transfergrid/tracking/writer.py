@@ -70,8 +70,10 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     """Experiment id for `name`, creating it with a pinned artifact location on a local store.
 
     With a `sqlite:///path/mlflow.db` store, artifacts go to `path/../mlartifacts` (absolute), not
-    to `./mlruns` relative to whatever directory the experiment happened to be created from.
+    to `./mlruns` relative to whatever directory the experiment happened to be created from. The store is
+    checked first (`stores.check_tracking_store`, once per process): a dead one fails in seconds.
     """
+    stores.check_tracking_store(tracking_uri)
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
