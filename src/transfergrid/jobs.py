@@ -355,6 +355,7 @@ def run_evaluate_many(
         if done := _reuse(study, key, f"evaluate {ft_run.info.run_id}", adopt):
             run_ids[ft_run.info.run_id] = done
         else:
+            _check_weights(study, ft_run)
             todo.append((ft_run, key))
     if todo:
         baseline_cfg = subconfig(BaselineConfig, cfg)
@@ -457,14 +458,22 @@ def _finetune_run(study: Study, run_id: str):
         )
     if run.data.tags.get(names.MODEL) != study.model.id:
         raise ValueError(f"finetune run {run_id} trained model {run.data.tags.get(names.MODEL)!r}, not --model {study.model.id!r}")
+    return run
+
+
+def _check_weights(study: Study, run) -> None:
+    """Before any evaluation: the finetune run's adapter (or full model) files are still in the artifact store.
+
+    Raises:
+        ValueError: they are gone; the message names the run and how to redo it.
+    """
     artifact = names.FULL_MODEL_DIR if run.data.tags.get(names.RECIPE) == "full" else names.ADAPTER_DIR
-    if not reader.has_artifacts(study.tracking_uri, run_id, artifact):
+    if not reader.has_artifacts(study.tracking_uri, run.info.run_id, artifact):
         source = f"{run.data.tags.get(names.SOURCE_TASK)}.{run.data.tags.get(names.SOURCE_LANGUAGE)}"
         raise ValueError(
-            f"finetune run {run_id} ({source}) is FINISHED but its {artifact}/ files are gone from "
-            f"{run.info.artifact_uri}; to redo it, delete the run (mlflow runs delete --run-id {run_id}) and run the "
-            f"same command again, or run finetune --source {source} with its settings")
-    return run
+            f"finetune run {run.info.run_id} ({source}) is FINISHED but its {artifact}/ files are gone from "
+            f"{run.info.artifact_uri}; to redo it, delete the run (mlflow runs delete --run-id {run.info.run_id}) "
+            f"and run the same command again (finetune --source {source} with its settings, or main)")
 
 
 @dataclass(frozen=True)
