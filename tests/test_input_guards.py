@@ -100,12 +100,14 @@ def test_cuda_device_without_cuda_exits_2(tracking_uri, capsys):
     assert not all_runs(tracking_uri)
 
 
+@pytest.mark.slow
 def test_target_module_typo_exits_2_before_the_finetune_run(tracking_uri, capsys):
     err = exits_2(finetune_entry, ["--target_modules", "q_prj,v_proj", *QUICK_FINETUNE], capsys)
     assert "LoRA target module(s) 'q_prj' not found" in err and "q_proj" in err
     assert not all_runs(tracking_uri)
 
 
+@pytest.mark.slow
 def test_diverging_finetune_ends_failed_and_is_not_reused(tracking_uri, capsys):
     argv = ["--learning_rate", "1e30", *QUICK_FINETUNE]
     assert "training diverged: loss is nan" in exits_2(finetune_entry, argv, capsys)
@@ -226,6 +228,7 @@ def test_uncaught_traceback_masks_url_passwords(tmp_path):
 
 # --- a FINISHED finetune whose adapter files are gone -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluating_a_finetune_whose_adapter_is_gone_names_the_run_and_the_fix(tracking_uri, tmp_path, capsys):
     run_id = finetune_entry.main(QUICK_FINETUNE)
     shutil.rmtree(Path(urlparse(mlflow.get_run(run_id).info.artifact_uri).path) / names.ADAPTER_DIR)
