@@ -192,7 +192,7 @@ def test_worker_study_typo_lists_studies_and_status_shows_the_queue_without_trac
 
 @pytest.mark.parametrize("uri, message", [
     ("http://tg:s3cret@127.0.0.1:9", "error: tracking server http://tg:***@127.0.0.1:9 is not reachable"),
-    ("file:///tmp/mlruns", "error: unsupported tracking URI 'file:///tmp/mlruns' (scheme 'file'); valid: sqlite:///"),
+    ("file:///tmp/mlruns", "error: tracking URI 'file:///tmp/mlruns': MLflow's file store is in maintenance mode"),
     ("foo://bar", "error: unsupported tracking URI 'foo://bar' (scheme 'foo')"),
     ("postgresql://tg:s3cret@127.0.0.1:9/mlflow",
      "error: tracking store postgresql+psycopg2://tg:***@127.0.0.1:9/mlflow cannot be reached"),

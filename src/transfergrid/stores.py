@@ -70,7 +70,12 @@ def check_tracking_store(uri: str) -> None:
         return
     shown = redact(uri)
     scheme = uri.partition("://")[0] if "://" in uri else uri.partition(":")[0]
-    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        raise StoreUnavailable(
+            f"tracking URI {shown!r}: MLflow's file store is in maintenance mode and refused unless "
+            "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///path/to/mlflow.db (mlflow migrate-filestore converts "
+            "an existing folder)")
+    if scheme.split("+")[0] not in TRACKING_SCHEMES + ("file",):
         raise StoreUnavailable(
             f"unsupported tracking URI {shown!r} (scheme {scheme!r}); valid: sqlite:///path/to/mlflow.db, "
             "http(s)://host:port (an MLflow server), postgresql://user@host/db or mysql://user@host/db")
@@ -78,7 +83,7 @@ def check_tracking_store(uri: str) -> None:
         _check_server(uri, shown)
     elif scheme == "sqlite":
         _check_sqlite(uri, shown)
-    elif scheme != "databricks":
+    elif scheme not in ("databricks", "file"):
         _check_database(uri, shown)
     _checked.add(uri)
 
