@@ -22,7 +22,8 @@ def setup_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     for handler in logging.getLogger().handlers:
-        handler.setFormatter(_RedactingFormatter(handler.formatter))
+        if not isinstance(handler.formatter, _RedactingFormatter):
+            handler.setFormatter(_RedactingFormatter(handler.formatter))
     sys.excepthook = _redacting_excepthook
     for noisy in ("alembic", "httpx", "urllib3", "mlflow.store", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
