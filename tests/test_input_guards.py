@@ -214,10 +214,13 @@ def test_postgresql_tracking_uri_uses_the_installed_driver(tmp_path):
         hq.drop_database(database)
 
 
-def test_uncaught_traceback_masks_url_passwords(tmp_path):
-    code = "from transfergrid import cli; cli.setup_logging(); raise RuntimeError('GET http://tg:s3cret@host:5000/api failed')"
+def test_uncaught_traceback_and_logs_mask_url_passwords(tmp_path):
+    code = ("import logging; from transfergrid import cli; cli.setup_logging(); "
+            "logging.getLogger('mlflow').warning('retrying http://tg:s3cret@host:5000/api'); "
+            "raise RuntimeError('GET http://tg:s3cret@host:5000/api failed')")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=hq.env(), capture_output=True, text=True)
     assert done.returncode == 1 and "RuntimeError: GET http://tg:***@host:5000/api failed" in done.stderr
+    assert "WARNING mlflow: retrying http://tg:***@host:5000/api" in done.stderr
     assert "s3cret" not in done.stderr
 
 
