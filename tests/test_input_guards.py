@@ -235,3 +235,16 @@ def test_evaluating_a_finetune_whose_adapter_is_gone_names_the_run_and_the_fix(t
     assert f"finetune run {run_id} (" in err and "is FINISHED but its adapter/ files are gone" in err
     assert f"mlflow runs delete --run-id {run_id}" in err
     assert [r.data.tags[names.KIND] for r in all_runs(tracking_uri)] == ["finetune"]  # no evaluate run was opened
+
+
+@pytest.mark.e2e
+def test_a_running_tracking_server_passes_the_check(tmp_path):
+    server, url = hq.start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log")
+    try:
+        with_password = url.replace("http://", "http://tg:s3cret@")  # a server without authentication ignores it
+        for uri in (url, with_password):
+            done = run_entry("main", "--dry_run", cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+            assert done.returncode == 0 and "planned jobs" in done.stdout, done.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
