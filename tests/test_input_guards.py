@@ -193,7 +193,7 @@ def test_worker_study_typo_lists_studies_and_status_shows_the_queue_without_trac
     ("foo://bar", "error: unsupported tracking URI 'foo://bar' (scheme 'foo')"),
     ("postgresql://tg:s3cret@127.0.0.1:9/mlflow",
      "error: tracking store postgresql+psycopg2://tg:***@127.0.0.1:9/mlflow cannot be reached"),
-    ("sqlite:///{tmp}/notes.txt/mlflow.db", "error: tracking store sqlite:///{tmp}/notes.txt/mlflow.db: folder {tmp}/notes.txt"),
+    ("sqlite:///{tmp}/notes.txt/mlflow.db", "error: tracking store sqlite:///{tmp}/notes.txt/mlflow.db: {tmp}/notes.txt is a file, not a folder"),
 ])
 def test_unusable_tracking_store_fails_fast_in_one_line(tmp_path, uri, message):
     (tmp_path / "notes.txt").write_text("a file, not a folder")

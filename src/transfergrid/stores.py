@@ -115,11 +115,12 @@ def _check_sqlite(uri: str, shown: str) -> None:
     path = sqlite_path(uri)
     if path is None:
         return
-    folder = path.parent
     if path.exists() and not path.is_file():
         raise StoreUnavailable(f"tracking store {shown}: {path} is not a file; {_FIX}")
+    # MLflow creates missing folders: the nearest one that exists must be a writable folder
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not folder.is_dir():
-        raise StoreUnavailable(f"tracking store {shown}: folder {folder} does not exist; create it or {_FIX}")
+        raise StoreUnavailable(f"tracking store {shown}: {folder} is a file, not a folder; {_FIX}")
     try:  # a real write (root passes os.access checks that a read-only mount still refuses)
         tempfile.TemporaryFile(dir=folder).close()
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
