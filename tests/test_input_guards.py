@@ -116,7 +116,8 @@ def test_diverging_finetune_ends_failed_and_is_not_reused(tracking_uri, capsys):
     assert "adapter" not in {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
     cfg = load_config(FinetuneConfig, argv)  # its run key is not FINISHED: a rerun trains again, never reuses it
     study = jobs.open_study(cfg)
-    assert jobs._reuse(study, jobs.finetune_key(study, cfg, jobs.source_cell(study, cfg)), "finetune", None) is None
+    key = jobs.finetune_key(study, cfg, jobs.source_cell(study, cfg))
+    assert run.data.tags[names.RUN_KEY] == key and jobs._reuse(study, key, "finetune", None) is None
 
 
 # --- duplicates and nonsense counts -------------------------------------------------------------------------------
