@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cfg.torch_threads)
     with cli.user_errors():
         queue.check_storage_url(cfg.storage)
+        if cfg.tracking_uri:  # else each job's own URI, checked when its study opens
+            writer.checked_tracking_uri(cfg.tracking_uri)
         done = queue.run_worker(cfg, gridjobs.execute)
     print(f"worker ran {done} jobs")
     if run_id := launcher:  # `mlflow run -e worker`: say where the work went

@@ -231,6 +231,8 @@ def test_mlflow_run_launcher_of_status_gets_the_report_as_its_note(tracking_uri,
     client = MlflowClient(tracking_uri)
     launcher = client.create_run(client.create_experiment("launch")).info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
-    status_entry.main(["--storage", f"sqlite:///{tmp_path / 'optuna.db'}"])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    queue.open_storage(QueueConfig(storage=storage))  # an empty queue (status refuses a storage that does not exist)
+    status_entry.main(["--storage", storage])
     note = client.get_run(launcher).data.tags["mlflow.note.content"]
     assert note.startswith("```\n") and "no jobs in this storage" in note.lower()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from transfergrid import runkeys
 from transfergrid.config import AnalysisConfig, to_dict
+from transfergrid.grid import suggest
+from transfergrid.redact import redact
 from transfergrid.tracking import names, reader, writer
 
 logger = logging.getLogger(__name__)
@@ -58,11 +60,13 @@ def run_analysis(
     """
     from transfergrid import report
 
-    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
-    if experiment_id is None:
-        experiment_id = (
-            reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id else writer.ensure_experiment(uri, cfg.experiment)
-        )
+    reader.check_filter(cfg.filter, "--filter")
+    uri = writer.checked_tracking_uri(cfg.tracking_uri)
+    if experiment_id is None and launcher_run_id:
+        experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
+    elif experiment_id is None and (experiment_id := writer.find_experiment(uri, cfg.experiment)) is None:
+        raise ValueError(f"no experiment {cfg.experiment!r} on {redact(uri)}{suggest(cfg.experiment, reader.experiment_names(uri))}; "
+                         f"its experiments: {', '.join(reader.experiment_names(uri)) or '(none yet)'}")
     tidy, runs, key, cot = analysis_inputs(uri, experiment_id, cfg)
     if done := reader.find_finished(uri, experiment_id, key):
         logger.info("analysis of these %d runs already FINISHED as run %s: skipped", len(runs), done)

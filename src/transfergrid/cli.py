@@ -10,6 +10,7 @@ from typing import Sequence
 
 from transfergrid.config import load_config
 from transfergrid.models import study_model
+from transfergrid.redact import redact
 
 
 def setup_logging() -> None:
@@ -20,8 +21,30 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler.formatter, _RedactingFormatter):
+            handler.setFormatter(_RedactingFormatter(handler.formatter))
+    sys.excepthook = _redacting_excepthook
     for noisy in ("alembic", "httpx", "urllib3", "mlflow.store", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with every URL password masked, e.g. a tracking URI's in an MLflow retry."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+def _redacting_excepthook(kind, error, tb) -> None:
+    """An uncaught exception's traceback with every URL password masked."""
+    import traceback
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, error, tb))))
 
 
 def load_entry_config(cls: type, argv: Sequence[str] | None):
@@ -35,7 +58,7 @@ def load_entry_config(cls: type, argv: Sequence[str] | None):
         if hasattr(cfg, "model"):
             cfg = load_config(cls, argv, overrides=_recipe_overrides(cfg))
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
 
@@ -62,5 +85,5 @@ def user_errors():
         yield
     except (ValueError, HubUnavailable) as error:
         logging.getLogger(__name__).debug("user error", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(error)}", file=sys.stderr)
         raise SystemExit(2) from None

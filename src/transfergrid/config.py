@@ -7,6 +7,7 @@ parameters (`-P lora_r=16`) and YAML files (`lora_r: 16`) all use the same flat 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -45,6 +46,8 @@ class LoraConfig:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.lora_alpha is None:
             self.lora_alpha = 2.0 * self.lora_r
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0 (the paper: 2 * lora_r), got {self.lora_alpha}")
         if not self.target_modules:
             raise ValueError("target_modules is empty; the paper uses " + ",".join(SEVEN_PROJECTIONS))
 
@@ -117,6 +120,41 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"limit must be > 0 items per cell, got {self.limit}")
+        check_seed("seed", self.seed)
+        check_device(self.device)
+
+
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def check_seed(name: str, seed: int) -> None:
+    """A seed the random generators accept: 0 <= seed <= 2**32 - 1."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer from 0 to {MAX_SEED}, got {seed}")
+
+
+def check_device(device: str | None) -> None:
+    """A torch device this machine has: cpu, cuda, cuda:<index>, mps; None is the default (cuda if available)."""
+    if device is None:
+        return
+    valid = "valid: cpu, cuda, cuda:<index>, mps, or leave it empty (cuda if available, else cpu)"
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"unknown device {device!r}{suggest(device, ('cpu', 'cuda', 'mps'))}; {valid}")
+    if device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' is not available on this machine; use --device cpu or leave it empty")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ValueError(f"device {device!r}: this machine has {count} CUDA GPUs"
+                         + (" (torch sees no CUDA)" if not count else f" (cuda:0 .. cuda:{count - 1})")
+                         + "; use --device cpu or leave it empty")
 
 
 @dataclass
@@ -276,6 +314,16 @@ class WorkerConfig(QueueConfig):
     wait: bool = True  # keep polling while other workers' jobs run (a dead one's job may come back)
     poll_seconds: float = 2.0
 
+    def __post_init__(self) -> None:
+        QueueConfig.__post_init__(self)
+        check_device(self.device)
+        for name in ("max_jobs", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: {'no limit' if name == 'max_jobs' else 'torch default'}), "
+                                 f"got {getattr(self, name)}")
+        if self.poll_seconds <= 0:
+            raise ValueError(f"poll_seconds must be > 0, got {self.poll_seconds}")
+
 
 @dataclass
 class StatusConfig:
@@ -316,6 +364,8 @@ class AblationConfig(StudyConfig, LoraConfig, TrainConfig, EvalConfig, QueueConf
             raise ValueError(f"ranks must be positive integers, got {self.ranks}")
         if any(lr <= 0 for lr in self.learning_rates):
             raise ValueError(f"learning_rates must be > 0, got {self.learning_rates}")
+        for seed in self.seeds:
+            check_seed("seeds", seed)
         for text in self.sources:
             Cell.parse(text)
 
@@ -358,7 +408,10 @@ class ImportConfig:
 
 
 def _convert(name: str, text: Any, annotation: Any) -> Any:
-    """Convert a command-line string or YAML value to the field's declared type."""
+    """Convert a command-line string or YAML value to the field's declared type, never silently changing it.
+
+    A YAML `true` or `8.7` for an integer setting is refused (not read as 1 or 8), as is a non-finite float.
+    """
     if isinstance(annotation, str):
         annotation = eval(annotation, vars(typing) | {"Any": Any})  # noqa: S307 - our own annotations
     origin = typing.get_origin(annotation)
@@ -369,7 +422,11 @@ def _convert(name: str, text: Any, annotation: Any) -> Any:
         return _convert(name, text, args[0])
     if origin is list:
         if isinstance(text, str):
-            text = [part.strip() for part in text.split(",") if part.strip()]
+            parts = [part.strip() for part in text.split(",")]
+            if not all(parts):
+                raise ValueError(f"{name}: empty entry in {text!r}; give comma-separated values (a,b), "
+                                 "or leave it out for the default")
+            text = parts
         return [_convert(name, part, args[0]) for part in text]
     if annotation is bool:
         if isinstance(text, bool):
@@ -379,10 +436,49 @@ def _convert(name: str, text: Any, annotation: Any) -> Any:
         if str(text).lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{name}: expected true/false, got {text!r}")
+    if annotation in (int, float) and (isinstance(text, bool) or (annotation is int and isinstance(text, float))):
+        raise ValueError(f"{name}: expected {annotation.__name__}, got {text!r}")
     try:
-        return annotation(text)
+        value = annotation(text)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected {annotation.__name__}, got {text!r}") from None
+    if annotation is float and not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {text!r}")
+    return value
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(config_file: str) -> dict:
+    """The `key: value` mapping of a YAML config file.
+
+    Raises:
+        ValueError: missing file, invalid YAML or a duplicate key (file and line named), not a mapping.
+    """
+    path = Path(config_file)
+    if not path.is_file():
+        raise ValueError(f"config file {config_file!r} not found (cwd: {os.getcwd()})")
+    try:
+        data = yaml.load(path.read_text(), Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ValueError(f"config file {config_file}{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {config_file!r} must hold a mapping of key: value")
+    return data
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], str | None]:
@@ -414,20 +510,15 @@ def load_config(cls: type, argv: Sequence[str] = (), overrides: dict | None = No
     given with `--config` < command-line `--key value` pairs.
 
     Raises:
-        ValueError: unknown key (with a suggestion), bad value, missing config file, or a failed check.
+        ValueError: unknown key (with a suggestion), bad value (naming the key and where it was given), a
+            duplicate list entry, a missing or invalid config file, or a failed check.
     """
     cli, config_file = parse_args(argv)
     valid = {f.name: f for f in fields(cls)}
     merged: dict[str, Any] = {}
     layers: list[tuple[str, dict]] = [("defaults for the model", dict(overrides or {}))]
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ValueError(f"config file {config_file!r} not found (cwd: {os.getcwd()})")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {config_file!r} must hold a mapping of key: value")
-        layers.append((f"config file {config_file}", data))
+        layers.append((f"config file {config_file}", read_config_file(config_file)))
     layers.append(("command line", cli))
     for origin, layer in layers:
         for key, value in layer.items():
@@ -437,7 +528,13 @@ def load_config(cls: type, argv: Sequence[str] = (), overrides: dict | None = No
                 raise ValueError(
                     f"unknown key {key!r} in {origin}{suggest(key, valid)}; valid keys: {', '.join(sorted(valid))}"
                 )
-            merged[key] = _convert(key, value, valid[key].type)
+            try:
+                merged[key] = _convert(key, value, valid[key].type)
+            except ValueError as error:
+                raise ValueError(f"{error} ({origin})") from None
+            if isinstance(merged[key], list) and len(set(map(str, merged[key]))) < len(merged[key]):
+                twice = sorted({str(v) for v in merged[key] if list(map(str, merged[key])).count(str(v)) > 1})
+                raise ValueError(f"{key}: {', '.join(twice)} given twice ({origin}); give each value once")
     return cls(**merged)
 
 

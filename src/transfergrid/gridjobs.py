@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from transfergrid import analysis_run, jobs, queue, runkeys, slurm
+from transfergrid import analysis_run, jobs, queue, runkeys, slurm, stores
 from transfergrid.config import (
     AnalysisConfig,
     BaselineConfig,
@@ -52,6 +52,8 @@ def plan_jobs(study: jobs.Study, cfg: GridConfig, plan: list[jobs.PlannedJob]) -
 
 def _pending(study: jobs.Study, queued: list[queue.Job]) -> list[queue.Job]:
     """Jobs with a run key not FINISHED in the tracking store (a FINISHED job is skipped, not enqueued)."""
+    if study.experiment_id is None:  # a dry run before the experiment exists: nothing is FINISHED
+        return list(queued)
     done = reader.finished_run_keys(study.tracking_uri, study.experiment_id, ("baseline", "finetune", "evaluate"))
     return [job for job in queued if any(key not in done for key in job.run_keys)]
 
@@ -124,16 +126,18 @@ def enqueue_grid(
         ValueError: a bad storage URL, model, suite or cell (before any work).
     """
     queue.check_storage_url(cfg.storage)
-    study = study or jobs.open_study(cfg, launcher_run_id)
+    study = study or jobs.open_study(cfg, launcher_run_id, create=not cfg.dry_run)
     plan = jobs.plan_study(study, cfg)
     name = grid_study_name(cfg)
     pending = _pending(study, plan_jobs(study, cfg, plan))
     if not pending:
         return Enqueued(study, plan, name, 0, 0)
+    if cfg.dry_run:  # read the queue if it exists; never create the storage or the study
+        existing = queue.existing_study(cfg, name)
+        live = queue.live_job_keys(existing) if existing is not None else set()
+        return Enqueued(study, plan, name, 0, len(pending), len([job for job in pending if job.key not in live]))
     optuna_study = queue.open_study(queue.open_storage(cfg), name)
     to_enqueue = len([job for job in pending if job.key not in queue.live_job_keys(optuna_study)])
-    if cfg.dry_run:
-        return Enqueued(study, plan, name, 0, len(pending), to_enqueue)
     added, _ = queue.enqueue(optuna_study, pending, parent_run_id=parent_run_id)
     return Enqueued(study, plan, name, added, len(pending), to_enqueue)
 
@@ -152,7 +156,8 @@ def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued
     """
     if not cfg.dry_run:
         check_launcher(cfg)
-    probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
+    study = jobs.open_study(cfg, launcher_run_id, create=not cfg.dry_run)
+    probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), study=study)
     if cfg.dry_run or not probe.to_enqueue:
         logger.info("dry run" if cfg.dry_run else "nothing to enqueue: every job is FINISHED, waiting or running")
         done = probe
@@ -183,7 +188,8 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
     """
     if not cfg.dry_run:
         check_launcher(cfg)
-    probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
+    study = jobs.open_study(cfg, launcher_run_id, create=not cfg.dry_run)
+    probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), study=study)
     if cfg.dry_run:
         return probe.plan
     study, analysis_cfg = probe.study, AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
@@ -275,23 +281,22 @@ def status(cfg: StatusConfig):
     Raises:
         ValueError: a bad storage URL, an unknown study name (the valid ones are listed).
     """
-    import optuna
     import pandas as pd
 
-    from transfergrid.grid import check_choice
-
-    storage = queue.open_storage(QueueConfig(storage=cfg.storage))
-    studies = optuna.get_all_study_names(storage)
-    if cfg.study_name:
-        check_choice("study", cfg.study_name, studies)
-    selected = [cfg.study_name] if cfg.study_name else studies
+    storage = queue.open_storage(QueueConfig(storage=cfg.storage), create=False)
+    selected = queue.study_names(storage, cfg.study_name)
     tables = [queue.job_table(storage, name) for name in selected]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["study", "state"])
     workers = slurm.worker_table(storage, selected)
-    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
-    experiment_id = reader.experiment_id(uri, cfg.experiment)
-    runs = reader.run_counts(uri, experiment_id, ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")) \
-        if experiment_id else pd.DataFrame(columns=["kind", "status", "runs"])
+    runs = pd.DataFrame(columns=["kind", "status", "runs"])
+    try:  # the queue is worth showing even when the tracking server is down
+        uri = writer.checked_tracking_uri(cfg.tracking_uri)
+    except stores.StoreUnavailable as error:
+        runs.attrs["unavailable"] = str(error)
+        return table, runs, workers
+    experiment_id = writer.find_experiment(uri, cfg.experiment, deleted_ok=True)
+    if experiment_id:
+        runs = reader.run_counts(uri, experiment_id, ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis"))
     return table, runs, workers
 
 
@@ -314,6 +319,8 @@ def format_status(table, runs, workers=None) -> str:
             lines += _format_workers(workers[workers["study"] == study_name])
     if not lines:
         lines.append("no jobs in this storage")
+    if runs.attrs.get("unavailable"):
+        lines += ["", f"runs: not shown: {runs.attrs['unavailable']}"]
     if len(runs):
         pivot = runs.pivot_table(index="kind", columns="status", values="runs", fill_value=0, aggfunc="sum")
         lines += ["", "runs in the tracking store:", pivot.to_string()]

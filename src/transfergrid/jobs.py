@@ -36,7 +36,7 @@ class Study:
     """A validated study context: where runs go, which suite, model and target cells."""
 
     tracking_uri: str
-    experiment_id: str
+    experiment_id: str | None  # None: a dry run's experiment that does not exist yet
     suite: Suite
     model: ModelSpec
     cells: list[Cell]
@@ -55,7 +55,8 @@ def study_models(cfg: StudyConfig, suite: Suite) -> list[str]:
 
 
 def open_study(
-    cfg: StudyConfig, launcher_run_id: str | None = None, experiment_id: str | None = None, *, check_hub: bool = True
+    cfg: StudyConfig, launcher_run_id: str | None = None, experiment_id: str | None = None, *, check_hub: bool = True,
+    create: bool = True,
 ) -> Study:
     """Validate the suite, grid selection and model, and resolve the experiment, before any heavy work.
 
@@ -64,6 +65,8 @@ def open_study(
     `check_hub`, Hub models and datasets that cannot be had (no network, not cached) fail here, in
     seconds (`hub.HubUnavailable`). When launched by `mlflow run`, the study lives in the experiment
     MLflow put the launcher run in; a queued job passes the `experiment_id` its grid was enqueued from.
+    The tracking store is checked first (seconds, `stores.check_tracking_store`). With `create` off (a dry
+    run) nothing is written: a missing experiment leaves `experiment_id` None (nothing recorded yet).
     """
     from transfergrid import hub
 
@@ -82,10 +85,12 @@ def open_study(
             suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else [],
             suite=cfg.suite, model_arg=model.id,
         )
-    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
+    uri = writer.checked_tracking_uri(cfg.tracking_uri)
     if not experiment_id:
-        experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
-                         else writer.ensure_experiment(uri, cfg.experiment))
+        if launcher_run_id:
+            experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
+        else:
+            experiment_id = writer.ensure_experiment(uri, cfg.experiment) if create else writer.find_experiment(uri, cfg.experiment)
     return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells))
 
 
@@ -252,9 +257,12 @@ def run_finetune(
     key = finetune_key(study, cfg, source)
     if done := _reuse(study, key, f"finetune {source}", launcher_run_id):
         return done
-    from transfergrid.training import train_adapter
+    from transfergrid.training import check_target_modules, train_adapter
 
     full = cfg.recipe == "full"
+    model, tokenizer = load_model(study.model, cfg.device)  # fresh copy: LoRA wraps it in place
+    if not full:
+        check_target_modules(model, cfg.target_modules)  # a typo is refused before any run is created
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: None if full else cfg.lora_r,
         names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, **(extra_tags or {}),
@@ -269,7 +277,6 @@ def run_finetune(
         _fault_injection_pause()
         train_items = study.suite.items(source, "train")[: cfg.limit]
         validation_items = study.suite.items(source, "validation")[: cfg.limit]
-        model, tokenizer = load_model(study.model, cfg.device)  # fresh copy: LoRA wraps it in place
         result = train_adapter(
             model, tokenizer, train_items, validation_items, study.suite.tasks[source.task].train_format,
             cfg, cfg, seed=cfg.seed, output_dir=Path(tmp), on_log=lambda metrics, step: run.log_metrics(_curve_names(metrics), step),
@@ -336,6 +343,7 @@ def run_evaluate_many(
     """
     from transfergrid.adapters import AdapterHost
 
+    reader.check_filter(cfg.finetune_filter, "--finetune_filter")
     study = resolve_defaults(cfg, study or open_study(cfg, launcher_run_id))
     ft_runs = _finetune_runs(study, cfg)
     single = len(ft_runs) == 1
@@ -347,6 +355,7 @@ def run_evaluate_many(
         if done := _reuse(study, key, f"evaluate {ft_run.info.run_id}", adopt):
             run_ids[ft_run.info.run_id] = done
         else:
+            _check_weights(study, ft_run)
             todo.append((ft_run, key))
     if todo:
         baseline_cfg = subconfig(BaselineConfig, cfg)
@@ -452,6 +461,21 @@ def _finetune_run(study: Study, run_id: str):
     return run
 
 
+def _check_weights(study: Study, run) -> None:
+    """Before any evaluation: the finetune run's adapter (or full model) files are still in the artifact store.
+
+    Raises:
+        ValueError: they are gone; the message names the run and how to redo it.
+    """
+    artifact = names.FULL_MODEL_DIR if run.data.tags.get(names.RECIPE) == "full" else names.ADAPTER_DIR
+    if not reader.has_artifacts(study.tracking_uri, run.info.run_id, artifact):
+        source = f"{run.data.tags.get(names.SOURCE_TASK)}.{run.data.tags.get(names.SOURCE_LANGUAGE)}"
+        raise ValueError(
+            f"finetune run {run.info.run_id} ({source}) is FINISHED but its {artifact}/ files are gone from "
+            f"{run.info.artifact_uri}; to redo it, delete the run (mlflow runs delete --run-id {run.info.run_id}) "
+            f"and run the same command again (finetune --source {source} with its settings, or main)")
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     """One job of a study: its kind, source cell (None for the baseline), run key and model."""
@@ -511,7 +535,7 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
         from transfergrid import gridjobs
 
         return gridjobs.run_main_on_workers(cfg, launcher_run_id=launcher_run_id if adopt else None)
-    study = open_study(cfg, launcher_run_id, check_hub=not cfg.dry_run)
+    study = open_study(cfg, launcher_run_id, check_hub=not cfg.dry_run, create=not cfg.dry_run)
     launcher_run_id = launcher_run_id if adopt else None
     plan = plan_study(study, cfg)
     if cfg.dry_run:

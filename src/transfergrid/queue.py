@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from transfergrid import stores
 from transfergrid.config import QueueConfig, WorkerConfig
 from transfergrid.redact import redact
 
@@ -105,7 +106,7 @@ def check_storage_url(url: str) -> str:
     Raises:
         ValueError: not a URL of a supported database; the message masks any password.
     """
-    url = url or default_storage()
+    url = stores.absolute_sqlite(url or default_storage(), "Optuna storage")
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in STORAGE_SCHEMES or not rest.strip("/"):
         raise ValueError(
@@ -130,19 +131,26 @@ def _serialize_sqlite(engine) -> None:
     engine.dispose()  # connections made before the listeners existed are dropped
 
 
-def open_storage(cfg: QueueConfig, on_stale: Callable | None = None):
+def open_storage(cfg: QueueConfig, on_stale: Callable | None = None, *, create: bool = True):
     """An Optuna `RDBStorage` with heartbeats on `cfg.storage` (SQLite or PostgreSQL).
 
     Args:
         cfg: storage URL, heartbeat interval and grace period.
         on_stale: called as `on_stale(study, frozen_trial)` for each trial this process fails as stale.
+        create: make a missing SQLite file (enqueueing); off for readers (`worker`, `status`), for which a
+            missing file is a mistyped path.
 
     Raises:
-        ValueError: a bad URL, or a database that cannot be reached (password masked).
+        ValueError: a bad URL, a missing SQLite file (`create` off), or a database that cannot be reached
+            (password masked).
     """
     import optuna
 
     url = check_storage_url(cfg.storage)
+    path = stores.sqlite_path(url)
+    if not create and path is not None and not path.is_file():
+        raise ValueError(f"no Optuna storage at {redact(url)}: {path} does not exist; check --storage (or "
+                         f"${STORAGE_ENV}), or enqueue the jobs first (grid, or main/ablation --workers N)")
     if url.startswith("postgresql://"):  # SQLAlchemy 2.1's default driver is psycopg 3; ours is psycopg2 (pinned)
         url = "postgresql+psycopg2://" + url[len("postgresql://"):]
     sqlite = url.startswith("sqlite")
@@ -162,6 +170,38 @@ def open_storage(cfg: QueueConfig, on_stale: Callable | None = None):
     if sqlite:
         _serialize_sqlite(storage.engine)
     return storage
+
+
+def existing_study(cfg: QueueConfig, study_name: str):
+    """The study `study_name` if its storage and the study exist, else None; creates neither (dry runs)."""
+    import optuna
+
+    path = stores.sqlite_path(check_storage_url(cfg.storage))
+    if path is not None and not path.is_file():
+        return None
+    storage = open_storage(cfg, create=False)
+    if study_name not in optuna.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def study_names(storage, study_name: str = "") -> list[str]:
+    """`[study_name]` if the storage holds it, or every study's name when `study_name` is empty.
+
+    Raises:
+        ValueError: an unknown study name; the message lists the storage's studies.
+    """
+    import optuna
+
+    names = optuna.get_all_study_names(storage)
+    if not study_name:
+        return names
+    if study_name not in names:
+        from transfergrid.grid import suggest
+
+        raise ValueError(f"unknown study {study_name!r}{suggest(study_name, names)} in this storage; its studies: "
+                         f"{', '.join(sorted(names)) or '(none: enqueue jobs with grid first)'}")
+    return [study_name]
 
 
 def open_study(storage, study_name: str, directions: Sequence[str] = ("maximize",)):
@@ -366,7 +406,8 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
 
-    storage = open_storage(cfg, StaleJobHandler(cfg.tracking_uri, cfg.max_retries))
+    storage = open_storage(cfg, StaleJobHandler(cfg.tracking_uri, cfg.max_retries), create=False)
+    study_names(storage, cfg.study_name)  # a mistyped name fails here, listing the studies
     cache = {} if cache is None else cache
     _stop_on_sigterm()
     done = 0

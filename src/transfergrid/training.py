@@ -164,6 +164,7 @@ def sft_config(train: TrainConfig, *, seed: int, output_dir: Path, progress: boo
         save_total_limit=3,
         logging_strategy="steps",
         logging_steps=1,  # per-step curves
+        logging_nan_inf_filter=False,  # a NaN/inf step loss is logged as is, so divergence stops the run at once
         report_to="none",  # we log to MLflow ourselves (on_log); no stray runs from transformers' callback
         max_length=None,  # examples are truncated by build_sft_example (left, SPEC 1.5); TRL must not re-truncate
         packing=False,
@@ -175,6 +176,33 @@ def sft_config(train: TrainConfig, *, seed: int, output_dir: Path, progress: boo
         auto_find_batch_size=cuda,  # the paper halves batch 8 on OOM; no OOM to recover from on CPU
         disable_tqdm=not progress,
     )
+
+
+class TrainingDiverged(ValueError):
+    """A training or validation loss became NaN or infinite: the recipe (usually the learning rate) diverges."""
+
+
+def _divergence_guard() -> "TrainerCallback":
+    """A callback that stops training at the first non-finite `loss` or `eval_loss` (raising `TrainingDiverged`).
+
+    Without it a diverged run would end normally with `eval_loss nan` and its adapter be kept as a result.
+    """
+    import math
+
+    from transformers import TrainerCallback
+
+    class DivergenceGuard(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "eval_loss"):
+                value = (logs or {}).get(key)
+                if isinstance(value, (int, float)) and not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training diverged: {key} is {value} at step {state.global_step} (epoch {state.epoch or 0:g}) "
+                        f"with learning_rate {args.learning_rate:g}; nothing is kept; lower learning_rate "
+                        "or max_grad_norm and run again"
+                    )
+
+    return DivergenceGuard()
 
 
 def _log_forwarder(on_log: OnLog) -> "TrainerCallback":
@@ -319,6 +347,7 @@ def train_adapter(
 
     Raises:
         ValueError: empty train or validation items, or a LoRA target module the model lacks.
+        TrainingDiverged: a training or validation loss became NaN or infinite (logged first through `on_log`).
     """
     full = lora.recipe == "full"
     if not full:
@@ -349,7 +378,7 @@ def train_adapter(
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
-            callbacks=[*forwarders, *callbacks],
+            callbacks=[*forwarders, _divergence_guard(), *callbacks],
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log instead

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from transfergrid.redact import redact
 from transfergrid.tracking import names
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,35 @@ def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+FILTER_HELP = ("valid comparators: =, !=, LIKE, ILIKE, IS NULL, IS NOT NULL (and <, <=, >, >= on metrics and "
+               "attributes), clauses joined with AND, e.g. \"tags.model = 'builtin:tiny-llama' AND tags.seed = '42'\"")
+
+
+def check_filter(text: str, what: str) -> None:
+    """Check an MLflow search filter before any work.
+
+    Raises:
+        ValueError: the filter does not parse; the message names `what` (e.g. `--filter`) and the valid comparators.
+    """
+    if not text.strip():
+        return
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        clauses = SearchUtils.parse_search_filter(text)
+    except Exception as error:  # MlflowException for a bad key or value, sqlparse errors
+        message = getattr(error, "message", None) or str(error)
+        raise ValueError(f"invalid {what} {text!r}: {message.strip().splitlines()[0]}; {FILTER_HELP}") from None
+    for clause in clauses:  # the comparators are only checked by the store, at search time
+        kind, key, comparator = clause["type"], clause["key"], clause["comparator"]
+        try:
+            SearchUtils.is_metric(kind, comparator) or SearchUtils.is_param(kind, comparator) or SearchUtils.is_tag(
+                kind, comparator) or SearchUtils.is_attribute(kind, key, comparator) or SearchUtils.is_dataset(kind, comparator)
+        except Exception:  # MlflowException: comparator not valid for this kind of key
+            raise ValueError(f"invalid {what} {text!r}: comparator {comparator!r} cannot compare {kind}s.{key}; "
+                             f"{FILTER_HELP}") from None
 
 
 def find_finished(tracking_uri: str, experiment_id: str, run_key: str) -> str | None:
@@ -55,6 +85,16 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
     return experiment.experiment_id if experiment is not None else None
 
 
+def experiment_names(tracking_uri: str) -> list[str]:
+    """Names of the active experiments (none when a SQLite store file does not exist: nothing is created)."""
+    from transfergrid import stores
+
+    path = stores.sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        return []
+    return sorted(e.name for e in _client(tracking_uri).search_experiments())
+
+
 def finished_run_keys(tracking_uri: str, experiment_id: str, kinds: tuple[str, ...]) -> dict[str, str]:
     """`run_key` -> id of the newest FINISHED run with that key, over runs of `kinds`, in one paged search per kind.
 
@@ -82,7 +122,7 @@ def get_run(tracking_uri: str, run_id: str):
     try:
         return _client(tracking_uri).get_run(run_id)
     except MlflowException as error:
-        raise ValueError(f"run {run_id!r} not found on {tracking_uri}: {error.message}") from None
+        raise ValueError(f"run {run_id!r} not found on {redact(tracking_uri)}: {redact(error.message)}") from None
 
 
 def newest_finished(tracking_uri: str, experiment_id: str, kind: str, tags: dict[str, str]) -> str | None:
@@ -104,6 +144,11 @@ def finished_run_ids(tracking_uri: str, experiment_id: str, kind: str, tags: dic
     extra = " and ".join(clauses + ([extra_filter.strip()] if extra_filter.strip() else []))
     frame = _finished_runs(tracking_uri, [experiment_id], kind, extra)
     return [] if frame.empty else frame["run_id"].tolist()
+
+
+def has_artifacts(tracking_uri: str, run_id: str, artifact_path: str) -> bool:
+    """Whether the run's artifact directory `artifact_path` holds any file (its files may have been deleted)."""
+    return bool(_client(tracking_uri).list_artifacts(run_id, artifact_path))
 
 
 def download_artifacts(tracking_uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping
 
 import yaml
 
+from transfergrid import stores
 from transfergrid.grid import Cell
 from transfergrid.redact import redact
 from transfergrid.tracking import names
@@ -28,9 +29,34 @@ _METRIC_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """The tracking URI: explicit > $MLFLOW_TRACKING_URI > `sqlite:///<cwd>/mlflow.db` (MLflow's own default)."""
+    """The tracking URI: explicit > $MLFLOW_TRACKING_URI > `sqlite:///<cwd>/mlflow.db` (MLflow's own default).
+
+    A relative `sqlite:///rel.db` becomes absolute (with a warning), `postgresql://` gets the installed driver.
+    """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return stores.normalize_tracking_uri(uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def checked_tracking_uri(tracking_uri: str | None) -> str:
+    """`resolve_tracking_uri`, then checked in seconds before any work (`stores.check_tracking_store`).
+
+    Raises:
+        stores.StoreUnavailable: a ValueError naming the URI (password masked) and the fix.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    stores.check_tracking_store(uri)
+    return uri
+
+
+def find_experiment(tracking_uri: str, name: str, *, deleted_ok: bool = False) -> str | None:
+    """Id of the experiment `name`, or None; creates nothing (not even a missing SQLite file)."""
+    path = stores.sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        return None
+    experiment = _client(tracking_uri).get_experiment_by_name(name)
+    if experiment is None or (experiment.lifecycle_stage == "deleted" and not deleted_ok):
+        return None
+    return experiment.experiment_id
 
 
 def _client(tracking_uri: str):
@@ -44,8 +70,10 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     """Experiment id for `name`, creating it with a pinned artifact location on a local store.
 
     With a `sqlite:///path/mlflow.db` store, artifacts go to `path/../mlartifacts` (absolute), not
-    to `./mlruns` relative to whatever directory the experiment happened to be created from.
+    to `./mlruns` relative to whatever directory the experiment happened to be created from. The store is
+    checked first (`stores.check_tracking_store`, once per process): a dead one fails in seconds.
     """
+    stores.check_tracking_store(tracking_uri)
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
