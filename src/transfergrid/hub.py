@@ -128,15 +128,26 @@ def missing_message(missing: list[tuple[str, str, str]], why: str, *, suite: str
         f"  hf download {name} --revision {rev}{' --repo-type dataset' if kind == 'dataset' else ''}"
         for kind, name, rev in missing
     ]
-    prefetch = "python -m entrypoints.prefetch" + (f" --suite {suite}" if suite else "") + (f" --model {model_arg}" if model_arg else "")
-    lines += [
-        "To pre-fill the cache, on a machine with network and the same HF_HOME run:",
-        f"  {prefetch}",
-        "(it downloads each model and dataset snapshot at its pinned revision), or the same by hand:",
-        *downloads,
-        "then copy the cache directory here (or point HF_HOME at it) and run again with HF_HUB_OFFLINE=1.",
-    ]
+    if model_arg and not _is_hub_id(model_arg):  # a local folder or built-in model: nothing to fetch for it, and
+        # its path means nothing on the machine with network; without --model, prefetch would fetch the suite's models
+        lines += ["To pre-fill the cache, on a machine with network and the same HF_HOME run:", *downloads]
+    else:
+        prefetch = "transfergrid prefetch" + (f" --suite {suite}" if suite else "") + (f" --model {model_arg}" if model_arg else "")
+        lines += [
+            "To pre-fill the cache, on a machine with network and the same HF_HOME run:",
+            f"  {prefetch}",
+            "(it downloads each model and dataset snapshot at its pinned revision), or the same by hand:",
+            *downloads,
+        ]
+    lines.append("then copy the cache directory here (or point HF_HOME at it) and run again with HF_HUB_OFFLINE=1.")
     return "\n".join(lines)
+
+
+def _is_hub_id(model: str) -> bool:
+    """A Hub repo id (`org/name`), not a built-in model or a local folder."""
+    from transfergrid.models import BUILTIN_PREFIX
+
+    return not model.startswith(BUILTIN_PREFIX) and not Path(model).expanduser().exists()
 
 
 def cached_snapshot(repo_id: str, revision: str, repo_type: str) -> str | None:

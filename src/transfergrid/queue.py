@@ -460,14 +460,14 @@ def worker_env(cfg: QueueConfig, tracking_uri: str, threads: int = 1) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "MLFLOW_TRACKING_URI": tracking_uri, STORAGE_ENV: check_storage_url(cfg.storage)}
     env.pop("MLFLOW_RUN_ID", None)
-    root = Path(__file__).resolve().parents[2]  # a checkout: entrypoints/ beside src/ (the workers import both)
+    root = Path(__file__).resolve().parents[2]  # a checkout not installed: analysis/ and src/ on the path
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), str(root / "src"), env.get("PYTHONPATH", "")) if p)
     return env
 
 
 def worker_command(cfg: QueueConfig, study_name: str, threads: int = 1) -> list[str]:
     """The `worker` command line serving `study_name` with the queue's heartbeat settings (no URL in it)."""
-    return [sys.executable, "-m", "entrypoints.worker", "--study_name", study_name,
+    return [sys.executable, "-m", "transfergrid.commands.worker", "--study_name", study_name,
             "--heartbeat_interval", str(cfg.heartbeat_interval), "--grace_period", str(cfg.grace_period),
             "--max_retries", str(cfg.max_retries), "--torch_threads", str(threads)]
 
