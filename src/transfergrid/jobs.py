@@ -84,8 +84,11 @@ def open_study(
         )
     uri = writer.resolve_tracking_uri(cfg.tracking_uri)
     if not experiment_id:
-        experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
-                         else writer.ensure_experiment(uri, cfg.experiment))
+        if launcher_run_id:  # the experiment `mlflow run --experiment-name` made: tagged for the UI as ours are
+            experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
+            writer.prepare_experiment(uri, experiment_id)
+        else:
+            experiment_id = writer.ensure_experiment(uri, cfg.experiment)
     return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells))
 
 
@@ -257,7 +260,8 @@ def run_finetune(
     full = cfg.recipe == "full"
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: None if full else cfg.lora_r,
-        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, **(extra_tags or {}),
+        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, names.SOURCE_CELL: str(source),
+        **(extra_tags or {}),
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="finetune", tags=tags,
@@ -372,7 +376,7 @@ def _evaluate_one(
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
         names.LORA_R: ft_run.data.tags.get(names.LORA_R), names.SOURCE_TASK: source.task,
-        names.SOURCE_LANGUAGE: source.language, names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
+        names.SOURCE_LANGUAGE: source.language, names.SOURCE_CELL: str(source), names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
         names.EVAL_PROTOCOL: cfg.protocol,
         **(extra_tags or {}),
     }

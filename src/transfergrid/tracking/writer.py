@@ -44,24 +44,42 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     """Experiment id for `name`, creating it with a pinned artifact location on a local store.
 
     With a `sqlite:///path/mlflow.db` store, artifacts go to `path/../mlartifacts` (absolute), not
-    to `./mlruns` relative to whatever directory the experiment happened to be created from.
+    to `./mlruns` relative to whatever directory the experiment happened to be created from. The
+    experiment is tagged for the MLflow UI (`prepare_experiment`).
     """
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             raise ValueError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
+        prepare_experiment(tracking_uri, experiment.experiment_id, experiment.tags)
         return experiment.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:///"):
         location = (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        experiment_id = client.create_experiment(name, artifact_location=location)
     except Exception:  # another worker created it between our lookup and our create
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
-        return experiment.experiment_id
+        experiment_id = experiment.experiment_id
+    prepare_experiment(tracking_uri, experiment_id)
+    return experiment_id
+
+
+def prepare_experiment(tracking_uri: str, experiment_id: str, tags: Mapping[str, str] | None = None) -> None:
+    """Tag an experiment for the MLflow UI: model training (its runs view, not the GenAI overview), and the
+    study's saved view (`tracking.ui`). Tags already right are left alone (`tags`: the experiment's, if known)."""
+    from transfergrid.tracking import ui
+
+    client = _client(tracking_uri)
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    wanted = {names.EXPERIMENT_KIND_TAG: names.EXPERIMENT_KIND, names.SHARED_VIEW_TAG + names.STUDY_VIEW: ui.study_view_json()}
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def launcher_run_id() -> str | None:
@@ -155,6 +173,14 @@ class RunWriter:
         self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
 
+def _link_tag(client, parent_run_id: str) -> str:
+    """How a run links to the run that started it. The job runs of a study (`grid` run) are rows of their own,
+    tagged `study_run_id`: the MLflow UI shows a study's evaluate runs side by side without expanding a parent.
+    Anything else (an ablation's trials) nests under its parent (`mlflow.parentRunId`)."""
+    parent_kind = client.get_run(parent_run_id).data.tags.get(names.KIND)
+    return names.STUDY_RUN_ID if parent_kind == "grid" else names.PARENT_RUN_ID
+
+
 @contextlib.contextmanager
 def open_run(
     tracking_uri: str,
@@ -178,7 +204,7 @@ def open_run(
     client = _client(tracking_uri)
     all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, **tags}
     if parent_run_id:
-        all_tags[names.PARENT_RUN_ID] = parent_run_id
+        all_tags[_link_tag(client, parent_run_id)] = parent_run_id
     if adopt_run_id:
         run_id = adopt_run_id
         client.set_tag(run_id, "mlflow.runName", _clean(run_name))
