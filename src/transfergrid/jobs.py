@@ -580,3 +580,39 @@ def analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
     except ValueError:
         return False
     return reader.find_finished(study.tracking_uri, study.experiment_id, key) is not None
+
+
+def study_summary(cfg: MainConfig, plan: list[PlannedJob], *, experiment_id: str, since_ms: int) -> str:
+    """What `main` ends with: runs created and reused, the regime table of the newest analysis, where its
+    report is, and the link to the study's view in the MLflow UI (numbers rounded for display only)."""
+    from transfergrid.tracking import ui
+
+    from urllib.parse import urlparse
+
+    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
+    base = ui.ui_base_url(uri)
+    starts = [reader.get_run(uri, run_id).info.start_time
+              for job in plan if (run_id := reader.find_finished(uri, experiment_id, job.key))]
+    created = sum(start >= since_ms for start in starts)
+    lines = [f"job runs: {created} created, {len(starts) - created} reused (already FINISHED)"
+             + (f", {len(plan) - len(starts)} of {len(plan)} jobs not FINISHED" if len(starts) < len(plan) else "")]
+    analysis_id = reader.newest_finished(uri, experiment_id, "analysis", {})
+    if analysis_id:
+        analysis = reader.get_run(uri, analysis_id)
+        metrics = analysis.data.metrics
+        lines.append(f"{'regime':<12} {'n':>5} {'mean Δ (pp)':>12} {'win rate':>9} {'harm rate':>10}")
+        for label, metric in {**names.REGIME_METRIC, "all transfer": "transfer/all_transfer"}.items():
+            prefix = "regime/" + metric.split("/", 1)[1]
+            if f"{prefix}/n" in metrics:
+                lines.append(f"{label:<12} {metrics[f'{prefix}/n']:>5.0f} {metrics.get(f'{prefix}/mean_delta', float('nan')):>+12.2f} "
+                             f"{metrics.get(f'{prefix}/win_rate', float('nan')):>8.1f}% "
+                             f"{metrics.get(f'{prefix}/harm_rate', float('nan')):>9.1f}%")
+        location = f"{analysis.info.artifact_uri.rstrip('/')}/report.html"
+        if location.startswith("file://"):
+            location = str(Path(urlparse(location).path))
+        lines.append(f"report: {location}")
+        lines.append(f"  in the UI: {ui.run_url(base, experiment_id, analysis_id, 'report.html')}")
+    lines.append(f"MLflow UI, the evaluate runs side by side: {ui.runs_url(base, experiment_id)}")
+    if hint := ui.open_hint(uri):
+        lines.append(f"  (serve it first: make ui, or {hint})")
+    return "\n".join(lines)
