@@ -35,7 +35,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None):
+def run(argv: list[str] | None = None):
     """Dispatch `transfergrid NAME ...` to `transfergrid.commands.NAME.main`; returns what it returns."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -50,4 +50,4 @@ def main(argv: list[str] | None = None):
 
 def console() -> None:
     """The `transfergrid` console script (its return value is not an exit status)."""
-    main()
+    run()
