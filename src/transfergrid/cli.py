@@ -12,8 +12,12 @@ from transfergrid.config import load_config
 from transfergrid.models import study_model
 
 
-def setup_logging() -> None:
-    """INFO logs to stderr with timestamps; quiet the chattiest libraries; MLflow offline-friendly."""
+def setup_logging(download_bars: bool = False) -> None:
+    """INFO logs to stderr with timestamps; quiet the chattiest libraries (`console.filter_known_noise`); MLflow
+    offline-friendly."""
+    from transfergrid import console
+
+    console.filter_known_noise(download_bars)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL pings the Hub when a trainer is built

@@ -165,7 +165,7 @@ def cached_snapshot(repo_id: str, revision: str, repo_type: str) -> str | None:
 def prefetch(model_ids: list[tuple[str, str]], suite, cells) -> None:
     """Download the models' and datasets' snapshots, then read every split `cells` use (a check that they load)."""
     from huggingface_hub import snapshot_download
-    from tqdm.auto import tqdm
+    from transfergrid.console import progress
 
     for model_id, revision in model_ids:
         logger.info("downloading model %s (revision %s)", model_id, revision)
@@ -173,7 +173,7 @@ def prefetch(model_ids: list[tuple[str, str]], suite, cells) -> None:
     for dataset_id, revision in suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else []:
         logger.info("downloading dataset %s (revision %s)", dataset_id, revision)
         snapshot_download(dataset_id, repo_type="dataset", revision=revision, cache_dir=hub_cache_dir())
-    for cell in tqdm(list(cells), desc="datasets", unit="cell"):
+    for cell in progress(list(cells), desc="datasets", unit="cell"):
         for split in ("train", "test") if suite.tasks[cell.task].train_format is not None else ("test",):
             items = suite.items(cell, split)
             logger.info("%s %s: %d items", cell, split, len(items))

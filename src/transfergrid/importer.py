@@ -418,7 +418,7 @@ def import_results(cfg: ImportConfig) -> ImportSummary:
     Raises:
         ValueError: any validation error, before any run is created.
     """
-    from tqdm.auto import tqdm
+    from transfergrid.console import progress
 
     base, ft = read_input(cfg)
     runs = build_runs(base, ft, cfg)
@@ -430,7 +430,7 @@ def import_results(cfg: ImportConfig) -> ImportSummary:
     logger.info("%s: %d rows -> %d runs; skipped %d already imported",
                 origin, len(base) + len(ft), len(runs), len(runs) - len(pending))
     run_ids = {run.key: done[run.key] for run in runs if run.key in done}
-    for run in tqdm(pending, desc="import runs", unit="run", disable=not pending):
+    for run in progress(pending, desc="import runs", unit="run", disable=not pending):
         tags = {**run.tags, names.RUN_KEY: run.key, names.IMPORTED_FROM: origin}
         if run.kind == "evaluate":
             tags[names.BASELINE_RUN_ID] = run_ids[run.tags[names.BASELINE_RUN_ID]]  # baseline key -> its run id

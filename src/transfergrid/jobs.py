@@ -168,7 +168,7 @@ def _identity_tags(study: Study, cfg: StudyConfig, key: str) -> dict:
 def _reuse(study: Study, key: str, what: str, launcher_run_id: str | None) -> str | None:
     done = reader.find_finished(study.tracking_uri, study.experiment_id, key)
     if done:
-        logger.info("%s already FINISHED as run %s (run_key %s): skipped", what, done, key)
+        logger.debug("%s already FINISHED as run %s (run_key %s): skipped", what, done, key)
         if launcher_run_id:
             writer.mark_reused(study.tracking_uri, launcher_run_id, done)
     return done
@@ -362,7 +362,7 @@ def run_evaluate_many(
             for ft_run, key in todo:
                 run_ids[ft_run.info.run_id] = _evaluate_one(study, cfg, host, ft_run, key, (baseline_id, base_scores), **run_args)
             study.models[study.model.id] = (host.close(), tokenizer)
-        logger.info("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
+        logger.debug("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
     return [run_ids[run.info.run_id] for run in ft_runs]
 
 
@@ -502,7 +502,7 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
     """
     from dataclasses import replace
 
-    from tqdm.auto import tqdm
+    from transfergrid import console
 
     models = study_models(cfg, get_suite(cfg.suite))
     if len(models) > 1:
@@ -537,8 +537,11 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
         grid.log_config(to_dict(cfg))
         grid.log_text("\n".join(map(str, plan)) + "\n", "plan.txt")
         finetune_ids: dict[Cell, str] = {}
-        for job in tqdm(plan, desc="study jobs", unit="job"):
-            finetune_ids |= _run_job(study, cfg, job, finetune_ids, grid.run_id)
+        with console.progress(total=len(plan), desc="study jobs", unit="job") as jobs_done:
+            for job in plan:
+                jobs_done.set_postfix_str(f"{job.kind} {job.source or job.model}")
+                finetune_ids |= _run_job(study, cfg, job, finetune_ids, grid.run_id)
+                jobs_done.update(1)
         grid.log_metrics({"jobs_total": len(plan), "jobs_run": len(pending)})
         analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
     return plan
@@ -603,7 +606,7 @@ def study_summary(cfg: MainConfig, plan: list[PlannedJob], *, experiment_id: str
         lines.append(f"{'regime':<12} {'n':>5} {'mean Δ (pp)':>12} {'win rate':>9} {'harm rate':>10}")
         for label, metric in {**names.REGIME_METRIC, "all transfer": "transfer/all_transfer"}.items():
             prefix = "regime/" + metric.split("/", 1)[1]
-            if f"{prefix}/n" in metrics:
+            if metrics.get(f"{prefix}/n"):  # regimes without cells (one task or one language) are left out
                 lines.append(f"{label:<12} {metrics[f'{prefix}/n']:>5.0f} {metrics.get(f'{prefix}/mean_delta', float('nan')):>+12.2f} "
                              f"{metrics.get(f'{prefix}/win_rate', float('nan')):>8.1f}% "
                              f"{metrics.get(f'{prefix}/harm_rate', float('nan')):>9.1f}%")

@@ -364,13 +364,14 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
     import optuna
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
-    from tqdm.auto import tqdm
+
+    from transfergrid.console import progress
 
     storage = open_storage(cfg, StaleJobHandler(cfg.tracking_uri, cfg.max_retries))
     cache = {} if cache is None else cache
     _stop_on_sigterm()
     done = 0
-    with tqdm(desc=f"worker {worker_id()}", unit="job") as bar:
+    with progress(desc=f"worker {worker_id()}", unit="job") as bar:
         while not cfg.max_jobs or done < cfg.max_jobs:
             names = [cfg.study_name] if cfg.study_name else optuna.get_all_study_names(storage)
             busy, claimed = False, None
@@ -480,7 +481,7 @@ def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: st
 
 def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list[int]:
     """Wait for every worker process, with a progress bar of the study's finished jobs; returns the exit codes."""
-    from tqdm.auto import tqdm
+    from transfergrid.console import progress
 
     def finished() -> tuple[int, int]:
         latest = _latest_attempts(study).values()
@@ -488,7 +489,7 @@ def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list
 
     if study is None:
         return [process.wait() for process in processes]
-    with tqdm(desc=f"jobs of {study.study_name}", unit="job") as bar:
+    with progress(desc=f"jobs of {study.study_name}", unit="job") as bar:
         while any(process.poll() is None for process in processes):
             done, total = finished()
             bar.total = total

@@ -254,7 +254,7 @@ class _Builder:
         self.section(sid).paragraphs.append(text)
 
     def skip(self, sid: str, reason: str) -> None:
-        logger.info("report section %s skipped: %s", sid, reason)
+        logger.debug("report section %s skipped: %s", sid, reason)
         self.section(sid).skipped = reason
         self.summary.skipped[sid] = reason
 
@@ -700,12 +700,28 @@ def build_report(tidy: pd.DataFrame, out_dir: Path, *, options: ReportOptions | 
 
 
 def _guarded(b: _Builder, sid: str, step: Callable[[], None]) -> None:
-    """Run one analysis; a statistical failure skips its section with the reason instead of losing the report."""
-    try:
-        step()
-    except (ValueError, np.linalg.LinAlgError) as error:
-        logger.warning("report section %s failed: %s", sid, error)
-        b.skip(sid, f"failed: {error}")
+    """Run one analysis; a statistical failure skips its section with the reason instead of losing the report.
+
+    Warnings of the statsmodels fits (singular matrices, no convergence...) are noted in the section they
+    concern, not printed on the console; any other warning is passed on as it came."""
+    import warnings
+
+    from statsmodels.tools.sm_exceptions import ModelWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            step()
+        except (ValueError, np.linalg.LinAlgError) as error:
+            logger.warning("report section %s failed: %s", sid, error)
+            b.skip(sid, f"failed: {error}")
+    fits = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, ModelWarning)))
+    if fits:
+        b.section(sid).paragraphs.append("Fit warnings (statsmodels): " + "; ".join(fits) + ".")
+        logger.debug("report section %s: %s", sid, "; ".join(fits))
+    for w in caught:
+        if not issubclass(w.category, ModelWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 _CSS = """body{font:15px/1.5 Georgia,'Times New Roman',serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}

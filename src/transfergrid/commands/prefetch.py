@@ -16,7 +16,7 @@ from transfergrid.models import is_hub_model, study_model
 
 def main(argv: list[str] | None = None) -> None:
     """Download every Hub model (the suite's default models without --model) and every dataset split."""
-    cli.setup_logging()
+    cli.setup_logging(download_bars=True)
     cfg = cli.load_entry_config(StudyConfig, argv, __doc__)
     with cli.user_errors():
         suite = get_suite(cfg.suite)

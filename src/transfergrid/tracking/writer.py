@@ -213,7 +213,7 @@ def open_run(
         run_id = client.create_run(experiment_id, run_name=_clean(run_name)).info.run_id
     writer = RunWriter(client, run_id)
     writer.set_tags(all_tags)
-    logger.info("%s run %s (%s) started", kind, run_id, run_name)
+    logger.debug("%s run %s (%s) started", kind, run_id, run_name)
     try:
         yield writer
     except BaseException as error:
@@ -227,7 +227,7 @@ def open_run(
             logger.exception("could not mark run %s as %s", run_id, status)
         raise
     client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
-    logger.info("%s run %s finished", kind, run_id)
+    logger.debug("%s run %s finished", kind, run_id)
 
 
 def log_run(
