@@ -73,3 +73,14 @@ def test_offline_hint_names_the_hub_model_but_never_a_local_model_path(tmp_path)
     assert str(local) not in text and "--model" not in text  # the path would not exist on the machine with network
     assert "hf download CohereLabs/Global-MMLU-Lite --revision abc --repo-type dataset" in text
     assert "python -m entrypoints" not in hub_model + text
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_names_no_internal_document(name, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"transfergrid.commands.{name}").main(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "keys (--key value" in text and "  --" in text
+    assert not any(word in text for word in ("SPEC", "ARCHITECTURE", "STACK", "issue "))

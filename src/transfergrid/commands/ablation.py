@@ -1,7 +1,7 @@
-"""`ablation`: an Optuna study over LoRA rank, recipe (lora | full), alpha rule and learning rate (SPEC 1.17, 1.18).
+"""`ablation`: an Optuna study over LoRA rank, recipe (lora | full), alpha rule and learning rate, as in the paper's appendix.
 
 Each trial is a finetune + evaluate pair of runs nested under one `ablation` run, which logs the Pareto
-front (on-task gain up, off-task harm rate down), the SPEC 1.17 summaries and the Optuna study + storage.
+front (on-task gain up, off-task harm rate down), the rank summaries and the Optuna study + storage.
 Rerunning the same command resumes: completed trials are not redone.
 
     mlflow run . -e ablation --env-manager local -P ranks=8,16,32,64,128 -P sources=syn_lookup.xs1

@@ -1,4 +1,4 @@
-"""`analysis`: read FINISHED baseline/evaluate runs back and log the full report (issue 4).
+"""`analysis`: read FINISHED baseline/evaluate runs back and log the full report (report.html, tables, figures).
 
     mlflow run . -e analysis --env-manager local [-P filter="tags.model = 'builtin:tiny-llama'"]
         [-P models=m1,m2] [-P suites=synthetic] [-P seeds=17,42] [-P recipes=lora] [-P lora_ranks=32]

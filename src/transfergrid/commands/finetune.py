@@ -1,4 +1,4 @@
-"""`finetune`: LoRA fine-tune of one source cell with the paper's recipe (SPEC 1.5).
+"""`finetune`: LoRA fine-tune of one source cell with the paper's recipe ("Donors and Recipients").
 
     mlflow run . -e finetune --env-manager local [-P source=task.language] [-P lora_r=32]
     transfergrid finetune [--source task.language] [--lora_r 32] [--config file.yaml]

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"worker ran {done} jobs")
     if run_id := launcher:  # `mlflow run -e worker`: say where the work went
         writer.note_run(writer.resolve_tracking_uri(cfg.tracking_uri), run_id,
-                        f"Worker process: ran {done} queued jobs; their runs are nested under their grid or ablation run.")
+                        f"Worker process: ran {done} queued jobs; their runs are linked to their grid run (tag study_run_id) or nested under their ablation run.")
     return done
 
 

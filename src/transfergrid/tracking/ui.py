@@ -72,3 +72,14 @@ def open_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return ""
     return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000"
+
+
+def open_message(tracking_uri: str, experiment: str = names.DEFAULT_EXPERIMENT) -> str:
+    """`make ui`'s line: the link to the study's runs view of `experiment` (tagged for the UI on the way)."""
+    from transfergrid.tracking import reader, writer
+
+    experiment_id = reader.experiment_id(tracking_uri, experiment)
+    if experiment_id is None:
+        return f"no experiment {experiment!r} in {tracking_uri} yet (make demo records one)"
+    writer.prepare_experiment(tracking_uri, experiment_id)  # a store recorded before the UI tags existed
+    return f"The evaluate runs side by side: {runs_url(ui_base_url(tracking_uri), experiment_id)}"
