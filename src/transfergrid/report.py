@@ -702,12 +702,15 @@ def build_report(tidy: pd.DataFrame, out_dir: Path, *, options: ReportOptions | 
 def _guarded(b: _Builder, sid: str, step: Callable[[], None]) -> None:
     """Run one analysis; a statistical failure skips its section with the reason instead of losing the report.
 
-    Warnings of the statsmodels fits (singular matrices, no convergence...) are noted in the section they
-    concern, not printed on the console; any other warning is passed on as it came."""
+    Warnings of the model fits (statsmodels' singular matrices or failed convergence, scikit-learn's
+    convergence) are noted once in the section they concern, not printed on the console; any other
+    warning is passed on, once per message and place."""
     import warnings
 
+    from sklearn.exceptions import ConvergenceWarning as SklearnConvergence
     from statsmodels.tools.sm_exceptions import ModelWarning
 
+    fit_warnings = (ModelWarning, SklearnConvergence)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -715,13 +718,13 @@ def _guarded(b: _Builder, sid: str, step: Callable[[], None]) -> None:
         except (ValueError, np.linalg.LinAlgError) as error:
             logger.warning("report section %s failed: %s", sid, error)
             b.skip(sid, f"failed: {error}")
-    fits = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, ModelWarning)))
+    fits = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, fit_warnings)))
     if fits:
-        b.section(sid).paragraphs.append("Fit warnings (statsmodels): " + "; ".join(fits) + ".")
+        b.section(sid).paragraphs.append("Fit warnings: " + "; ".join(fits) + ".")
         logger.debug("report section %s: %s", sid, "; ".join(fits))
-    for w in caught:
-        if not issubclass(w.category, ModelWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    others = {(w.category, str(w.message), w.filename, w.lineno): w for w in caught if not issubclass(w.category, fit_warnings)}
+    for category, message, filename, lineno in others:
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
 _CSS = """body{font:15px/1.5 Georgia,'Times New Roman',serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
