@@ -77,7 +77,8 @@ def test_main_console_in_a_file_is_short_lines_and_ends_with_the_summary(tmp_pat
     text = _run(tmp_path)
     lines = text.splitlines()
     assert "\r" not in text  # no carriage-return frames
-    assert len(lines) <= 30, text  # 5 jobs: a line each, the analysis, the summary
+    # a line per job plus at most 20 (the analysis, the summary): `make demo`'s 25 jobs stay well under 100 lines
+    assert len(lines) <= 5 + 20, text
     assert [line.split(",")[0] for line in lines if line.startswith("study jobs:")] == [
         f"study jobs: {i}/5 jobs" for i in range(1, 6)]
     for noise in ("Downloading artifacts", "FutureWarning", "Loading weights", "it/s]", "Map:"):

@@ -31,3 +31,9 @@ def test_links_open_the_runs_view_of_the_study():
     assert ui.ui_base_url("http://tracking:5000/") == "http://tracking:5000"
     assert ui.run_url("http://h", "7", "abc", "report.html") == \
         "http://h/#/experiments/7/runs/abc/artifacts/report.html?workflowType=machine_learning"
+
+
+def test_make_ui_prints_the_link_of_the_study(tracking_uri):
+    assert "no experiment 'transfergrid'" in ui.open_message(tracking_uri)
+    experiment_id = writer.ensure_experiment(tracking_uri, "transfergrid")
+    assert ui.open_message(tracking_uri) == f"The evaluate runs side by side: {ui.runs_url(ui.DEFAULT_UI, experiment_id)}"
