@@ -390,7 +390,8 @@ def build_runs(base: pd.DataFrame, ft: pd.DataFrame, cfg: ImportConfig) -> list[
         targets = zip(col["target_task"][idx], col["target_language"][idx], col["delta"][idx].astype(float))
         metrics.update(names.transfer_metrics(source, {Cell(t, lang): d for t, lang, d in targets}))
         tags = {**_identity(col, idx), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
-                names.SOURCE_TASK: task, names.SOURCE_LANGUAGE: language, names.BASELINE_RUN_ID: baseline}
+                names.SOURCE_TASK: task, names.SOURCE_LANGUAGE: language, names.SOURCE_CELL: f"{task}.{language}",
+                names.BASELINE_RUN_ID: baseline}
         runs.append(ImportedRun("evaluate", model, seed, source, metrics, key, tags))
     return runs
 
