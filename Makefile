@@ -22,7 +22,7 @@ demo: install
 	@# create the experiment ourselves first, so its artifacts are pinned to ./mlartifacts (not ./mlruns)
 	$(BIN)/python -c "from transfergrid.tracking.writer import ensure_experiment; ensure_experiment('$(MLFLOW_TRACKING_URI)', 'transfergrid')"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name transfergrid
-	@echo "Open the results: make ui   (then http://127.0.0.1:5000)"
+	@echo "Open the results: make ui, then the link above"
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -31,6 +31,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
 ui: install
+	@$(BIN)/python -c "from transfergrid.tracking import ui; print(ui.open_message('$(MLFLOW_TRACKING_URI)'))"
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean:

@@ -1,32 +1,6 @@
-"""`main` (the default entry point): the whole study on a suite, for one model or the suite's default models.
+"""`mlflow run . -e main` runs this module; the command itself is `transfergrid main` (transfergrid.commands.main)."""
 
-Baseline, every source cell's fine-tune and evaluation, then the analysis; anything already
-FINISHED with the same run key is skipped, so rerunning after a crash redoes only what is missing.
-
-    mlflow run . --env-manager local --experiment-name transfergrid [-P model=...] [-P suite=...]
-    python -m entrypoints.main [--sources a.x,b.y] [--dry_run] [--config file.yaml]
-"""
-
-from __future__ import annotations
-
-import os
-
-from transfergrid import cli, jobs, queue
-from transfergrid.config import MainConfig
-from transfergrid.tracking.writer import launcher_run_id
-
-
-def main(argv: list[str] | None = None) -> list[jobs.PlannedJob]:
-    """Run (or with --dry_run, print) the study plan."""
-    cli.setup_logging()
-    cfg = cli.load_entry_config(MainConfig, argv)
-    cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")  # the queue of `--workers N`; a password stays off argv
-    with cli.user_errors():
-        plan = jobs.run_main(cfg, launcher_run_id=launcher_run_id())
-    if cfg.dry_run:
-        print(jobs.describe_plan(cfg, plan))
-    return plan
-
+from transfergrid.commands.main import main
 
 if __name__ == "__main__":
     main()

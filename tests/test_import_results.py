@@ -78,6 +78,7 @@ def test_aggregated_csv_imports_with_our_tags_and_metrics_and_only_once(tracking
     assert tags[names.MODEL_FAMILY] == "Llama-3" and float(tags[names.MODEL_SIZE_B]) == 1.0
     assert (tags[names.RECIPE], tags[names.LORA_R], tags[names.SCHEMA]) == ("lora", "32", names.SCHEMA_VERSION)
     assert tags[names.BASELINE_RUN_ID] == base[MODELS[0]].info.run_id
+    assert tags[names.SOURCE_CELL] == "arc_challenge.de"  # the source-cell column of the UI's study view
     assert tags[names.IMPORTED_FROM].startswith("transfer_results.csv sha256:")
     bare = MODELS[0].split("/")[-1]  # the released file names models without their organisation
     row = pd.read_csv(csv).query(

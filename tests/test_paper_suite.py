@@ -309,7 +309,7 @@ def test_offline_error_names_model_dataset_revision_and_the_fix_in_seconds(tmp_p
     assert seconds < 10
     assert "model Qwen/Qwen2.5-0.5B-Instruct (revision main)" in err
     assert "dataset alexandrainst/m_arc (revision 69b0991ee606079105c4f9e271bcc1fef0014e03)" in err
-    assert "python -m entrypoints.prefetch --suite paper --model Qwen/Qwen2.5-0.5B-Instruct" in err
+    assert "transfergrid prefetch --suite paper --model Qwen/Qwen2.5-0.5B-Instruct" in err
     assert "hf download --repo-type dataset" not in err and "--repo-type dataset" in err and "HF_HUB_OFFLINE=1" in err
     assert ("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" in err) if offline else ("no network" in err)
     assert not (tmp_path / "mlflow.db").exists()  # failed before any run or store was created

@@ -95,7 +95,8 @@ def test_three_workers_on_sqlite_run_the_12_job_grid(tracking_uri, tmp_path):
     runs = _check_grid(tracking_uri, 12)
     (grid_run,) = [r for r in runs if r.data.tags["kind"] == "grid"]
     children = [r for r in runs if r.data.tags["kind"] != "grid"]
-    assert all(r.data.tags["mlflow.parentRunId"] == grid_run.info.run_id for r in children)
+    assert all(r.data.tags["study_run_id"] == grid_run.info.run_id for r in children)  # rows of their own in the UI
+    assert not any("mlflow.parentRunId" in r.data.tags for r in children)
     assert {r.data.tags["optuna_study"] for r in children if r.data.tags["kind"] == "finetune"} == {"grid-transfergrid"}
     jobs, counts = status_entry.main(["--storage", storage])
     assert Counter(jobs["state"]) == {"COMPLETE": 13}
@@ -182,7 +183,7 @@ def test_main_with_workers_runs_the_study_on_local_worker_processes(tracking_uri
     assert by_kind == {"grid": 1, "baseline": 1, "finetune": 4, "evaluate": 4, "analysis": 1}
     assert all(r.info.status == "FINISHED" for r in runs)
     (grid_run,) = [r for r in runs if r.data.tags["kind"] == "grid"]
-    assert all(r.data.tags["mlflow.parentRunId"] == grid_run.info.run_id for r in runs if r is not grid_run)
+    assert all(r.data.tags["study_run_id"] == grid_run.info.run_id for r in runs if r is not grid_run)
     workers = {t.user_attrs[queue.WORKER_PID] for t in queue.open_study(
         queue.open_storage(QueueConfig(storage=storage)), "grid-transfergrid").get_trials()}
     assert 1 <= len(workers) <= 2 and os.getpid() not in workers  # worker processes did the work

@@ -257,3 +257,26 @@ def test_selection_filter_puts_single_values_in_mlflow_and_lists_in_pandas():
     clauses, rest = reader.selection_filter({"model": ["m1"], "seed": [1, 2], "recipe": [], "lora_r": [32, 32]})
     assert clauses == ["tags.model = 'm1'", "tags.lora_r = '32'"]
     assert rest == {"seed": {"1", "2"}}
+
+
+@pytest.mark.slow
+def test_report_reads_like_an_appendix_without_internal_references(full_report):
+    """Headings say what each analysis is, citations name the studies, a contents list, findings before tables
+    and figures, a stylesheet; no internal document or issue number anywhere on the page."""
+    _, out, summary = full_report
+    text = (out / "report.html").read_text(encoding="utf-8")
+    visible = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    assert not re.search(r"SPEC|ARCHITECTURE|STACK|STYLE\.md|[Ii]ssue \d|item \d", visible), \
+        re.search(r".{60}(SPEC|ARCHITECTURE|STACK|[Ii]ssue \d|item \d).{60}", visible)
+    contents = re.search(r"<nav class='contents'><h2>Contents</h2><ol>(.*?)</ol></nav>", text).group(1)
+    sections = re.findall(r"<section id='(\w+)'>(.*?)</section>", text, re.S)
+    assert re.findall(r"href='#(\w+)'", contents) == [sid for sid, _ in sections]
+    assert "Donors and Recipients" in text and "Disentangling Linguistic Relatedness" in text and "Latent Traits" in text
+    for number, (sid, body) in enumerate(sections, 1):
+        assert body.startswith(f"<h2>{number}. {report.SECTIONS[sid]}</h2>"), sid
+        if sid in summary.skipped:
+            continue
+        finding, table = body.index("<p>"), body.find("<table")
+        figure = body.find("<figure")
+        assert finding < (table if table >= 0 else len(body)) and (figure < 0 or table < figure), sid
+    assert "figcaption>Figure 1. " in text and "<style>" in text and "th{" in text

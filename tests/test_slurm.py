@@ -50,7 +50,7 @@ def test_batch_script_carries_the_researchers_options_and_no_storage_url():
         "-x node7", "--hint nomultithread",
     ]
     (exec_line,) = [line for line in text.splitlines() if line.startswith("exec ")]
-    assert exec_line.endswith("-m entrypoints.worker --study_name grid-transfergrid --heartbeat_interval 30 "
+    assert exec_line.endswith("-m transfergrid.commands.worker --study_name grid-transfergrid --heartbeat_interval 30 "
                               "--grace_period 120 --max_retries 2 --torch_threads 8")
     assert PASSWORD not in text and "postgresql" not in text
     env = queue.worker_env(cfg, "http://login:5000", threads=8)

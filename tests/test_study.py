@@ -43,7 +43,10 @@ def test_main_runs_the_study_and_a_second_main_redoes_nothing(tracking_uri, monk
     assert len(loads) == 1 + 4
     grid_id = first.loc[first["tags.kind"] == "grid", "run_id"].item()
     children = first[first["tags.kind"] != "grid"]
-    assert (children[f"tags.{names.PARENT_RUN_ID}"] == grid_id).all()
+    assert (children[f"tags.{names.STUDY_RUN_ID}"] == grid_id).all()  # linked, not nested: rows of their own in the UI
+    assert f"tags.{names.PARENT_RUN_ID}" not in children or children[f"tags.{names.PARENT_RUN_ID}"].isna().all()
+    evaluate = first[first["tags.kind"] == "evaluate"]
+    assert set(evaluate[f"tags.{names.SOURCE_CELL}"]) == set(evaluate["tags.source_task"] + "." + evaluate["tags.source_language"])
 
     main_entry.main(small_grid())
     second = runs(tracking_uri)

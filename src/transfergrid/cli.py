@@ -13,8 +13,12 @@ from transfergrid.models import study_model
 from transfergrid.redact import redact
 
 
-def setup_logging() -> None:
-    """INFO logs to stderr with timestamps; quiet the chattiest libraries; MLflow offline-friendly."""
+def setup_logging(download_bars: bool = False) -> None:
+    """INFO logs to stderr with timestamps; quiet the chattiest libraries (`console.filter_known_noise`); MLflow
+    offline-friendly."""
+    from transfergrid import console
+
+    console.filter_known_noise(download_bars)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL pings the Hub when a trainer is built
@@ -47,12 +51,16 @@ def _redacting_excepthook(kind, error, tb) -> None:
     sys.stderr.write(redact("".join(traceback.format_exception(kind, error, tb))))
 
 
-def load_entry_config(cls: type, argv: Sequence[str] | None):
+def load_entry_config(cls: type, argv: Sequence[str] | None, doc: str | None = None):
     """Parse an entry point's config; the model's recommended recipe sits between defaults and the YAML file.
 
+    `--help` (or `-h`) prints `doc` (the command's description) and its keys with their defaults, and exits 0.
     Exits with status 2 and a one-line message on any configuration error (nothing has run yet).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--help" in argv or "-h" in argv:
+        print(entry_help(cls, doc))
+        raise SystemExit(0)
     try:
         cfg = load_config(cls, argv)
         if hasattr(cfg, "model"):
@@ -61,6 +69,18 @@ def load_entry_config(cls: type, argv: Sequence[str] | None):
         print(f"error: {redact(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
+
+
+def entry_help(cls: type, doc: str | None) -> str:
+    """`--help`: the command's description, then every `--key` with its default (`--config FILE` holds any of them)."""
+    from dataclasses import MISSING, fields
+
+    lines = [(doc or cls.__doc__ or "").strip(), "", "keys (--key value; a YAML file of key: value with --config FILE):"]
+    for f in sorted(fields(cls), key=lambda f: f.name):
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        lines.append(f"  --{f.name:<24} default: {'(empty)' if shown in ('', None) else shown}")
+    return "\n".join(lines)
 
 
 def _recipe_overrides(cfg) -> dict:

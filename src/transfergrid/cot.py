@@ -77,7 +77,7 @@ def generate_cells(
     progress: bool | str = True,
 ) -> EvalResult:
     """Chain-of-thought accuracy of `model` on the test items of `cells` (greedy decoding)."""
-    from tqdm.auto import tqdm
+    from transfergrid import console
 
     started = time.perf_counter()
     cells = list(dict.fromkeys(cells))
@@ -97,7 +97,7 @@ def generate_cells(
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][2]))
     outputs: dict[int, str] = {}
     n_tokens = 0
-    bar = tqdm(total=len(rows), desc=progress if isinstance(progress, str) else "chain-of-thought", unit="item",
+    bar = console.progress(total=len(rows), desc=progress if isinstance(progress, str) else "chain-of-thought", unit="item",
                disable=progress is False)
     try:
         for start in range(0, len(order), batch_size):

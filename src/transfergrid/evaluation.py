@@ -48,8 +48,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
+from transfergrid import console
 from transfergrid.data import Item, Split, Suite
 from transfergrid.formats import ScoringRequest, build_scoring_request
 from transfergrid.grid import Cell, check_choice
@@ -169,11 +169,11 @@ def score_requests(
     n_tokens = sum(len(row.inputs) for row in rows) - sum((len(b) - 1) * n for b, n in zip(batches, shared))
     if stats is not None:
         stats.update(n_tokens=n_tokens, n_sequences=len(rows))
-    logger.info(
+    logger.debug(
         "scoring %d requests as %d sequences in %d batches (%d tokens fed; %d batches run a shared prefix once)",
         len(requests), len(rows), len(batches), n_tokens, sum(1 for n in shared if n),
     )
-    bar = tqdm(
+    bar = console.progress(
         total=len(requests), desc=progress if isinstance(progress, str) else "scoring", unit="item", disable=not progress
     )
     bar.update(int(np.sum(remaining == 0)))  # requests with nothing to score (empty continuations)
@@ -254,7 +254,7 @@ def evaluate_cells(
     seconds = time.perf_counter() - started
     rate = len(requests) / seconds if seconds > 0 else float("nan")
     n_tokens = int(stats.get("n_tokens", 0))
-    logger.info("evaluated %d items in %d cells in %.1f s (%.0f items/s)", len(requests), len(cells), seconds, rate)
+    logger.debug("evaluated %d items in %d cells in %.1f s (%.0f items/s)", len(requests), len(cells), seconds, rate)
     return EvalResult(
         predictions=predictions, metrics=metrics, seconds=seconds, items_per_second=rate,
         tokens_per_second=n_tokens / seconds if seconds > 0 else float("nan"),

@@ -128,15 +128,26 @@ def missing_message(missing: list[tuple[str, str, str]], why: str, *, suite: str
         f"  hf download {name} --revision {rev}{' --repo-type dataset' if kind == 'dataset' else ''}"
         for kind, name, rev in missing
     ]
-    prefetch = "python -m entrypoints.prefetch" + (f" --suite {suite}" if suite else "") + (f" --model {model_arg}" if model_arg else "")
-    lines += [
-        "To pre-fill the cache, on a machine with network and the same HF_HOME run:",
-        f"  {prefetch}",
-        "(it downloads each model and dataset snapshot at its pinned revision), or the same by hand:",
-        *downloads,
-        "then copy the cache directory here (or point HF_HOME at it) and run again with HF_HUB_OFFLINE=1.",
-    ]
+    if model_arg and not _is_hub_id(model_arg):  # a local folder or built-in model: nothing to fetch for it, and
+        # its path means nothing on the machine with network; without --model, prefetch would fetch the suite's models
+        lines += ["To pre-fill the cache, on a machine with network and the same HF_HOME run:", *downloads]
+    else:
+        prefetch = "transfergrid prefetch" + (f" --suite {suite}" if suite else "") + (f" --model {model_arg}" if model_arg else "")
+        lines += [
+            "To pre-fill the cache, on a machine with network and the same HF_HOME run:",
+            f"  {prefetch}",
+            "(it downloads each model and dataset snapshot at its pinned revision), or the same by hand:",
+            *downloads,
+        ]
+    lines.append("then copy the cache directory here (or point HF_HOME at it) and run again with HF_HUB_OFFLINE=1.")
     return "\n".join(lines)
+
+
+def _is_hub_id(model: str) -> bool:
+    """A Hub repo id (`org/name`), not a built-in model or a local folder."""
+    from transfergrid.models import BUILTIN_PREFIX
+
+    return not model.startswith(BUILTIN_PREFIX) and not Path(model).expanduser().exists()
 
 
 def cached_snapshot(repo_id: str, revision: str, repo_type: str) -> str | None:
@@ -154,7 +165,7 @@ def cached_snapshot(repo_id: str, revision: str, repo_type: str) -> str | None:
 def prefetch(model_ids: list[tuple[str, str]], suite, cells) -> None:
     """Download the models' and datasets' snapshots, then read every split `cells` use (a check that they load)."""
     from huggingface_hub import snapshot_download
-    from tqdm.auto import tqdm
+    from transfergrid.console import progress
 
     for model_id, revision in model_ids:
         logger.info("downloading model %s (revision %s)", model_id, revision)
@@ -162,7 +173,7 @@ def prefetch(model_ids: list[tuple[str, str]], suite, cells) -> None:
     for dataset_id, revision in suite.hub_datasets(cells) if hasattr(suite, "hub_datasets") else []:
         logger.info("downloading dataset %s (revision %s)", dataset_id, revision)
         snapshot_download(dataset_id, repo_type="dataset", revision=revision, cache_dir=hub_cache_dir())
-    for cell in tqdm(list(cells), desc="datasets", unit="cell"):
+    for cell in progress(list(cells), desc="datasets", unit="cell"):
         for split in ("train", "test") if suite.tasks[cell.task].train_format is not None else ("test",):
             items = suite.items(cell, split)
             logger.info("%s %s: %d items", cell, split, len(items))

@@ -492,7 +492,8 @@ def build_runs(base: pd.DataFrame, ft: pd.DataFrame, cfg: ImportConfig) -> list[
         targets = zip(col["target_task"][idx], col["target_language"][idx], col["delta"][idx].astype(float))
         metrics.update(names.transfer_metrics(source, {Cell(t, lang): d for t, lang, d in targets}))
         tags = {**_identity(col, idx), names.RECIPE: cfg.recipe, names.LORA_R: cfg.lora_r,
-                names.SOURCE_TASK: task, names.SOURCE_LANGUAGE: language, names.BASELINE_RUN_ID: baseline}
+                names.SOURCE_TASK: task, names.SOURCE_LANGUAGE: language, names.SOURCE_CELL: f"{task}.{language}",
+                names.BASELINE_RUN_ID: baseline}
         runs.append(ImportedRun("evaluate", model, seed, source, metrics, key, tags, _statistics_table(col, idx, stats)))
     return runs
 
@@ -520,7 +521,7 @@ def import_results(cfg: ImportConfig) -> ImportSummary:
     Raises:
         ValueError: any validation error, before any run is created.
     """
-    from tqdm.auto import tqdm
+    from transfergrid.console import progress
 
     base, ft = read_input(cfg)
     runs = build_runs(base, ft, cfg)
@@ -532,7 +533,7 @@ def import_results(cfg: ImportConfig) -> ImportSummary:
     logger.info("%s: %d rows -> %d runs; skipped %d already imported",
                 origin, len(base) + len(ft), len(runs), len(runs) - len(pending))
     run_ids = {run.key: done[run.key] for run in runs if run.key in done}
-    for run in tqdm(pending, desc="import runs", unit="run", disable=not pending):
+    for run in progress(pending, desc="import runs", unit="run", disable=not pending):
         tags = {**run.tags, names.RUN_KEY: run.key, names.IMPORTED_FROM: origin}
         if run.kind == "evaluate":
             tags[names.BASELINE_RUN_ID] = run_ids[run.tags[names.BASELINE_RUN_ID]]  # baseline key -> its run id

@@ -87,8 +87,10 @@ def open_study(
         )
     uri = writer.checked_tracking_uri(cfg.tracking_uri)
     if not experiment_id:
-        if launcher_run_id:
+        if launcher_run_id:  # the experiment `mlflow run --experiment-name` made: tagged for the UI as ours are
             experiment_id = reader.get_run(uri, launcher_run_id).info.experiment_id
+            if create:
+                writer.prepare_experiment(uri, experiment_id)
         else:
             experiment_id = writer.ensure_experiment(uri, cfg.experiment) if create else writer.find_experiment(uri, cfg.experiment)
     return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells))
@@ -170,7 +172,7 @@ def _identity_tags(study: Study, cfg: StudyConfig, key: str) -> dict:
 def _reuse(study: Study, key: str, what: str, launcher_run_id: str | None) -> str | None:
     done = reader.find_finished(study.tracking_uri, study.experiment_id, key)
     if done:
-        logger.info("%s already FINISHED as run %s (run_key %s): skipped", what, done, key)
+        logger.debug("%s already FINISHED as run %s (run_key %s): skipped", what, done, key)
         if launcher_run_id:
             writer.mark_reused(study.tracking_uri, launcher_run_id, done)
     return done
@@ -265,7 +267,8 @@ def run_finetune(
         check_target_modules(model, cfg.target_modules)  # a typo is refused before any run is created
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: cfg.recipe, names.LORA_R: None if full else cfg.lora_r,
-        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, **(extra_tags or {}),
+        names.SOURCE_TASK: source.task, names.SOURCE_LANGUAGE: source.language, names.SOURCE_CELL: str(source),
+        **(extra_tags or {}),
     }
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="finetune", tags=tags,
@@ -367,7 +370,7 @@ def run_evaluate_many(
             for ft_run, key in todo:
                 run_ids[ft_run.info.run_id] = _evaluate_one(study, cfg, host, ft_run, key, (baseline_id, base_scores), **run_args)
             study.models[study.model.id] = (host.close(), tokenizer)
-        logger.info("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
+        logger.debug("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
     return [run_ids[run.info.run_id] for run in ft_runs]
 
 
@@ -381,7 +384,7 @@ def _evaluate_one(
     tags = {
         **_identity_tags(study, cfg, key), names.RECIPE: ft_run.data.tags.get(names.RECIPE),
         names.LORA_R: ft_run.data.tags.get(names.LORA_R), names.SOURCE_TASK: source.task,
-        names.SOURCE_LANGUAGE: source.language, names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
+        names.SOURCE_LANGUAGE: source.language, names.SOURCE_CELL: str(source), names.FINETUNE_RUN_ID: ft_run.info.run_id, names.BASELINE_RUN_ID: baseline_id,
         names.EVAL_PROTOCOL: cfg.protocol,
         **(extra_tags or {}),
     }
@@ -522,7 +525,7 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
     """
     from dataclasses import replace
 
-    from tqdm.auto import tqdm
+    from transfergrid import console
 
     models = study_models(cfg, get_suite(cfg.suite))
     if len(models) > 1:
@@ -557,8 +560,11 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
         grid.log_config(to_dict(cfg))
         grid.log_text("\n".join(map(str, plan)) + "\n", "plan.txt")
         finetune_ids: dict[Cell, str] = {}
-        for job in tqdm(plan, desc="study jobs", unit="job"):
-            finetune_ids |= _run_job(study, cfg, job, finetune_ids, grid.run_id)
+        with console.progress(total=len(plan), desc="study jobs", unit="job") as jobs_done:
+            for job in plan:
+                jobs_done.set_postfix_str(f"{job.kind} {job.source or job.model}")
+                finetune_ids |= _run_job(study, cfg, job, finetune_ids, grid.run_id)
+                jobs_done.update(1)
         grid.log_metrics({"jobs_total": len(plan), "jobs_run": len(pending)})
         analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
     return plan
@@ -600,3 +606,39 @@ def analysis_done(study: Study, cfg: AnalysisConfig) -> bool:
     except ValueError:
         return False
     return reader.find_finished(study.tracking_uri, study.experiment_id, key) is not None
+
+
+def study_summary(cfg: MainConfig, plan: list[PlannedJob], *, experiment_id: str, since_ms: int) -> str:
+    """What `main` ends with: runs created and reused, the regime table of the newest analysis, where its
+    report is, and the link to the study's view in the MLflow UI (numbers rounded for display only)."""
+    from transfergrid.tracking import ui
+
+    from urllib.parse import urlparse
+
+    uri = writer.resolve_tracking_uri(cfg.tracking_uri)
+    base = ui.ui_base_url(uri)
+    starts = [reader.get_run(uri, run_id).info.start_time
+              for job in plan if (run_id := reader.find_finished(uri, experiment_id, job.key))]
+    created = sum(start >= since_ms for start in starts)
+    lines = [f"job runs: {created} created, {len(starts) - created} reused (already FINISHED)"
+             + (f", {len(plan) - len(starts)} of {len(plan)} jobs not FINISHED" if len(starts) < len(plan) else "")]
+    analysis_id = reader.newest_finished(uri, experiment_id, "analysis", {})
+    if analysis_id:
+        analysis = reader.get_run(uri, analysis_id)
+        metrics = analysis.data.metrics
+        lines.append(f"{'regime':<12} {'n':>5} {'mean Δ (pp)':>12} {'win rate':>9} {'harm rate':>10}")
+        for label, metric in {**names.REGIME_METRIC, "all transfer": "transfer/all_transfer"}.items():
+            prefix = "regime/" + metric.split("/", 1)[1]
+            if metrics.get(f"{prefix}/n"):  # regimes without cells (one task or one language) are left out
+                lines.append(f"{label:<12} {metrics[f'{prefix}/n']:>5.0f} {metrics.get(f'{prefix}/mean_delta', float('nan')):>+12.2f} "
+                             f"{metrics.get(f'{prefix}/win_rate', float('nan')):>8.1f}% "
+                             f"{metrics.get(f'{prefix}/harm_rate', float('nan')):>9.1f}%")
+        location = f"{analysis.info.artifact_uri.rstrip('/')}/report.html"
+        if location.startswith("file://"):
+            location = str(Path(urlparse(location).path))
+        lines.append(f"report: {location}")
+        lines.append(f"  in the UI: {ui.run_url(base, experiment_id, analysis_id, 'report.html')}")
+    lines.append(f"MLflow UI, the evaluate runs side by side: {ui.runs_url(base, experiment_id)}")
+    if hint := ui.open_hint(uri):
+        lines.append(f"  (serve it first: make ui, or {hint})")
+    return "\n".join(lines)

@@ -404,14 +404,15 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
     import optuna
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
-    from tqdm.auto import tqdm
+
+    from transfergrid.console import progress
 
     storage = open_storage(cfg, StaleJobHandler(cfg.tracking_uri, cfg.max_retries), create=False)
     study_names(storage, cfg.study_name)  # a mistyped name fails here, listing the studies
     cache = {} if cache is None else cache
     _stop_on_sigterm()
     done = 0
-    with tqdm(desc=f"worker {worker_id()}", unit="job") as bar:
+    with progress(desc=f"worker {worker_id()}", unit="job") as bar:
         while not cfg.max_jobs or done < cfg.max_jobs:
             names = [cfg.study_name] if cfg.study_name else optuna.get_all_study_names(storage)
             busy, claimed = False, None
@@ -501,14 +502,14 @@ def worker_env(cfg: QueueConfig, tracking_uri: str, threads: int = 1) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "MLFLOW_TRACKING_URI": tracking_uri, STORAGE_ENV: check_storage_url(cfg.storage)}
     env.pop("MLFLOW_RUN_ID", None)
-    root = Path(__file__).resolve().parents[2]  # a checkout: entrypoints/ beside src/ (the workers import both)
+    root = Path(__file__).resolve().parents[2]  # a checkout not installed: analysis/ and src/ on the path
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), str(root / "src"), env.get("PYTHONPATH", "")) if p)
     return env
 
 
 def worker_command(cfg: QueueConfig, study_name: str, threads: int = 1) -> list[str]:
     """The `worker` command line serving `study_name` with the queue's heartbeat settings (no URL in it)."""
-    return [sys.executable, "-m", "entrypoints.worker", "--study_name", study_name,
+    return [sys.executable, "-m", "transfergrid.commands.worker", "--study_name", study_name,
             "--heartbeat_interval", str(cfg.heartbeat_interval), "--grace_period", str(cfg.grace_period),
             "--max_retries", str(cfg.max_retries), "--torch_threads", str(threads)]
 
@@ -521,7 +522,7 @@ def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: st
 
 def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list[int]:
     """Wait for every worker process, with a progress bar of the study's finished jobs; returns the exit codes."""
-    from tqdm.auto import tqdm
+    from transfergrid.console import progress
 
     def finished() -> tuple[int, int]:
         latest = _latest_attempts(study).values()
@@ -529,7 +530,7 @@ def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list
 
     if study is None:
         return [process.wait() for process in processes]
-    with tqdm(desc=f"jobs of {study.study_name}", unit="job") as bar:
+    with progress(desc=f"jobs of {study.study_name}", unit="job") as bar:
         while any(process.poll() is None for process in processes):
             done, total = finished()
             bar.total = total

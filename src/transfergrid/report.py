@@ -1,10 +1,10 @@
-"""The analysis report: every analysis of issue 4 that applies to a tidy table, as files and one HTML page.
+"""The analysis report: every analysis that applies to a tidy table, as files and one HTML page.
 
-`build_report(tidy, out_dir, options=...)` runs the `analysis` package's statistics (SPEC 1.9-1.18,
-SPEC 2, 3 and per-cell significance) on a validated tidy table and writes::
+`build_report(tidy, out_dir, options=...)` runs the `analysis` package's statistics (the paper's analyses,
+its appendix ablations, the two seed studies and per-cell significance) on a validated tidy table and writes::
 
     out_dir/
-      report.html          self-contained: figures as base64 PNG, tables as HTML, one paragraph each
+      report.html          self-contained: contents list, per section the study it follows, findings, tables, figures
       tidy.parquet         the per-seed tidy table it read
       tables/<name>.csv    one CSV per table (names in `TABLES`; skipped analyses write none)
       figures/<name>.png   one PNG per figure (names in `FIGURES`)
@@ -35,26 +35,54 @@ from transfergrid.grid import TRANSFER_REGIMES
 
 logger = logging.getLogger(__name__)
 
-# Section id -> title; the ids are stable anchors of report.html (tests and links rely on them).
+# Section id -> heading (what the analysis is); the ids are stable anchors of report.html (tests and links rely on them).
 SECTIONS = {
-    "regimes": "Regime summary and global uplift (SPEC 1.9)",
-    "language_roles": "Language donor and recipient scores (SPEC 1.10)",
-    "family_roles": "Language family roles (SPEC 1.10)",
-    "task_roles": "Task donor and recipient scores (SPEC 1.10)",
-    "curated_vs_translated": "Curated vs translated targets (SPEC 1.10)",
-    "pareto": "On-task vs off-task transfer (SPEC 1.11)",
-    "matrices": "Transfer matrices (SPEC 1.12)",
-    "mt_cl_breakdown": "MT-CL harm breakdowns (SPEC 1.13)",
-    "variance": "Variance decomposition (SPEC 1.14)",
-    "consistency": "Consistency Index (SPEC 1.15)",
-    "typology": "Typological correlation (SPEC 1.16)",
-    "ablation": "LoRA rank ablation and LoRA vs full fine-tuning (SPEC 1.17, 1.18)",
-    "baseline_gain": "Baseline strength vs gain (SPEC 2)",
-    "ft_vs_cot": "Fine-tuning vs chain-of-thought gains (SPEC 2)",
-    "latent_traits": "Latent traits: PCA and factor analysis (SPEC 3)",
-    "source_statistics": "Source-dataset statistics vs transfer (SPEC 3)",
-    "significance": "Per-cell significance (issue 4, item 4)",
-    "planted": "Planted structure recovered? (synthetic suite)",
+    "regimes": "Transfer by regime: mean Δ, win and harm rates",
+    "language_roles": "Which languages give and which receive: donor and recipient scores",
+    "family_roles": "Donor and recipient scores by language family",
+    "task_roles": "Which tasks give and which receive: task donor and recipient scores",
+    "curated_vs_translated": "Curated vs machine-translated targets: do the language roles agree?",
+    "pareto": "On-task gain vs off-task harm of each source",
+    "matrices": "Transfer matrices: task to task and language to language",
+    "mt_cl_breakdown": "Where same-task cross-lingual transfer harms: MT-CL breakdowns",
+    "variance": "How much model, source and target explain: mixed-effects variance decomposition",
+    "consistency": "Do models, families and sizes agree on transfer? The Consistency Index",
+    "typology": "Transfer and the typological distance between languages",
+    "ablation": "LoRA rank ablation and LoRA vs full fine-tuning",
+    "baseline_gain": "Stronger base model, smaller gain? Baseline score vs Δ",
+    "ft_vs_cot": "Fine-tuning gains vs chain-of-thought prompting gains",
+    "latent_traits": "Latent traits of transfer: principal components and factor analysis",
+    "source_statistics": "Source-dataset statistics vs transfer",
+    "significance": "Which per-cell changes are significant: paired bootstrap and McNemar tests",
+    "planted": "Is the planted structure recovered? (synthetic suite)",
+}
+# The studies the analyses follow, cited under each heading (names, never internal documents).
+PAPER = ('"Donors and Recipients: On Asymmetric Transfer Across Tasks and Languages with Parameter-Efficient '
+         'Fine-Tuning" (Dymkiewicz et al., arXiv 2511.13368)')
+SEED_RELATEDNESS = ('"Disentangling Linguistic Relatedness from Task Alignment in Cross-Lingual Transfer" '
+                    '(Haj Ahmed, Zhang and Grissom, arXiv 2606.19346)')
+SEED_LATENT = ('"Latent Traits and Cross-Task Transfer: Deconstructing Dataset Interactions in LLM Fine-tuning" '
+               '(Krishna et al., arXiv 2509.13624)')
+CITATIONS = {
+    **{sid: f"Follows {PAPER}." for sid in ("regimes", "language_roles", "family_roles", "task_roles",
+                                            "curated_vs_translated", "pareto", "matrices", "mt_cl_breakdown",
+                                            "variance", "consistency", "typology")},
+    "ablation": f"Follows the appendix of {PAPER}.",
+    "baseline_gain": f"Follows {SEED_RELATEDNESS}.",
+    "ft_vs_cot": f"Follows {SEED_RELATEDNESS}.",
+    "latent_traits": f"Follows {SEED_LATENT}.",
+    "source_statistics": f"Follows {SEED_LATENT}.",
+    "significance": f"Adds per-item tests to the threshold win and harm rates of {PAPER}.",
+    "planted": "Checks this project's synthetic suite: measured transfer against the structure planted in it.",
+}
+FIGURE_CAPTIONS = {
+    "regime_bars": "Mean Δ per transfer regime, with win and harm rates and the number of cells.",
+    "language_roles": "Language donor score (mean Δ as source) against recipient score (mean Δ as target).",
+    "task_roles": "Task donor score against task recipient score.",
+    "pareto": "Each source's on-task gain against its off-task mean Δ.",
+    "pareto_families": "On-task gain against off-task Δ, per language family.",
+    "task_matrix": "Mean Δ from source task (rows) to target task (columns).",
+    "language_matrix": "Mean Δ from source language (rows) to target language (columns), same task.",
 }
 TABLES = (
     "regime_summary", "global_uplift", "language_roles", "family_roles", "task_roles", "curated_vs_translated",
@@ -231,7 +259,7 @@ class _Builder:
         self.section(sid).paragraphs.append(text)
 
     def skip(self, sid: str, reason: str) -> None:
-        logger.info("report section %s skipped: %s", sid, reason)
+        logger.debug("report section %s skipped: %s", sid, reason)
         self.section(sid).skipped = reason
         self.summary.skipped[sid] = reason
 
@@ -693,50 +721,87 @@ def build_report(tidy: pd.DataFrame, out_dir: Path, *, options: ReportOptions | 
 
 
 def _guarded(b: _Builder, sid: str, step: Callable[[], None]) -> None:
-    """Run one analysis; a statistical failure skips its section with the reason instead of losing the report."""
-    try:
-        step()
-    except (ValueError, np.linalg.LinAlgError) as error:
-        logger.warning("report section %s failed: %s", sid, error)
-        b.skip(sid, f"failed: {error}")
+    """Run one analysis; a statistical failure skips its section with the reason instead of losing the report.
+
+    Warnings of the model fits (statsmodels' singular matrices or failed convergence, scikit-learn's
+    convergence) are noted once in the section they concern, not printed on the console; any other
+    warning is passed on, once per message and place."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning as SklearnConvergence
+    from statsmodels.tools.sm_exceptions import ModelWarning
+
+    fit_warnings = (ModelWarning, SklearnConvergence)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            step()
+        except (ValueError, np.linalg.LinAlgError) as error:
+            logger.warning("report section %s failed: %s", sid, error)
+            b.skip(sid, f"failed: {error}")
+    fits = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, fit_warnings)))
+    if fits:
+        b.section(sid).paragraphs.append("Fit warnings: " + "; ".join(fits) + ".")
+        logger.debug("report section %s: %s", sid, "; ".join(fits))
+    others = {(w.category, str(w.message), w.filename, w.lineno): w for w in caught if not issubclass(w.category, fit_warnings)}
+    for category, message, filename, lineno in others:
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
-_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-section{border-top:1px solid #ddd;margin-top:1.5em}img{max-width:100%}.skipped{color:#a60}"""
+_CSS = """body{font:15px/1.5 Georgia,'Times New Roman',serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.7em;margin-bottom:.2em}h2{font-size:1.3em;margin:0 0 .3em}h3{font-size:1em;margin:1em 0 .3em;font-weight:normal;font-style:italic}
+p.cite{color:#555;font-size:.9em;margin-top:0}p.meta{color:#444}.skipped{color:#a60}
+nav.contents{background:#f6f6f6;border:1px solid #ddd;padding:.6em 1.2em;margin:1em 0}nav.contents h2{font-size:1.1em}
+nav.contents ol{margin:.3em 0;padding-left:1.5em}nav.contents li.skipped a{color:#a60}
+section{border-top:1px solid #ccc;margin-top:2em;padding-top:1em}
+table{border-collapse:collapse;font:12px/1.35 system-ui,sans-serif;margin:.4em 0 1em}
+th{background:#eee;border-bottom:2px solid #999;padding:3px 8px;text-align:right}td{border-bottom:1px solid #ddd;padding:2px 8px;text-align:right}
+tr:nth-child(even) td{background:#fafafa}th:first-child,td:first-child{text-align:left}
+figure{margin:1em 0;text-align:center}img{max-width:100%}figcaption{font-size:.9em;color:#444;margin-top:.3em}"""
 
 
 def _html_table(name: str, frame: pd.DataFrame) -> str:
     shown = frame.head(_HTML_ROWS)
     cut = f"<p>First {_HTML_ROWS} of {len(frame)} rows; all in tables/{name}.csv.</p>" if len(frame) > _HTML_ROWS else ""
-    return (f"<h3>{html.escape(name)}</h3>" + shown.to_html(index=False, border=0, na_rep="", float_format=lambda x: f"{x:.4g}")
-            + cut)
+    return (f"<h3>Table: {html.escape(name.replace('_', ' '))} (tables/{html.escape(name)}.csv)</h3>"
+            + shown.to_html(index=False, border=0, na_rep="", float_format=lambda x: f"{x:.4g}") + cut)
 
 
-def _html_figure(name: str, path: Path) -> str:
+def _html_figure(name: str, path: Path, number: int) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(name)}</figcaption></figure>'
+    caption = FIGURE_CAPTIONS.get(name, name.replace("_", " "))
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>Figure {number}. {html.escape(caption)}</figcaption></figure>")
 
 
 def _html(b: _Builder, opts: ReportOptions, main_rank: str) -> str:
+    """The page: title and scope, a contents list, then per section its heading, the study it follows,
+    the findings, the tables and the figures (skipped sections say why)."""
     counts = b.summary.counts
     runs = f"{counts['n_runs']} runs" if counts["n_runs"] else "no run ids (an external results table)"
-    head = (f"<h1>transfergrid analysis report</h1><p id='counts'>{runs}, {counts['n_cells']} cells "
-            f"(model × source × target, seed-averaged), {counts['n_models']} models, {counts['n_seeds']} seeds, "
-            f"{counts['n_rows']} per-seed rows. Filter: {html.escape(opts.filter_text or 'none (all FINISHED runs)')}. "
-            f"Main grid: recipe {html.escape(opts.main_recipe)}, rank {html.escape(main_rank)}.</p>")
-    toc = "".join(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>" for sid, title in SECTIONS.items() if sid in b.sections)
-    body = []
-    for sid, title in SECTIONS.items():
-        if sid not in b.sections:
-            continue
+    head = (f"<h1>Transfer across tasks and languages: analysis report</h1><p class='meta' id='counts'>{runs}, "
+            f"{counts['n_cells']} cells (model × source × target, seed-averaged), {counts['n_models']} models, "
+            f"{counts['n_seeds']} seeds, {counts['n_rows']} per-seed rows. "
+            f"Filter: {html.escape(opts.filter_text or 'none (all FINISHED runs)')}. "
+            f"Main grid: recipe {html.escape(opts.main_recipe)}, rank {html.escape(main_rank)}. "
+            f"Δ is the fine-tuned minus the base model's score on a target cell, in percentage points.</p>")
+    shown = [(sid, title) for sid, title in SECTIONS.items() if sid in b.sections]
+    toc = "".join(f"<li{' class=skipped' if b.sections[sid].skipped else ''}><a href='#{sid}'>{html.escape(title)}</a>"
+                  f"{' (skipped)' if b.sections[sid].skipped else ''}</li>" for sid, title in shown)
+    body, figure_number = [], 0
+    for number, (sid, title) in enumerate(shown, 1):
         section = b.sections[sid]
-        parts = [f"<h2>{html.escape(title)}</h2>"]
+        parts = [f"<h2>{number}. {html.escape(title)}</h2>"]
+        if sid in CITATIONS:
+            parts.append(f"<p class='cite'>{html.escape(CITATIONS[sid])}</p>")
         parts += [f"<p>{html.escape(text)}</p>" for text in section.paragraphs]
         if section.skipped:
             parts.append(f"<p class='skipped'>Skipped: {html.escape(section.skipped)}</p>")
-        parts += [_html_figure(name, b.summary.figures[name]) for name in section.figures]
         parts += [_html_table(name, b.frames[name]) for name in section.tables]
+        for name in section.figures:
+            figure_number += 1
+            parts.append(_html_figure(name, b.summary.figures[name], figure_number))
         body.append(f"<section id='{sid}'>{''.join(parts)}</section>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>transfergrid report</title><style>{_CSS}</style>"
-            f"</head><body>{head}<nav><ul>{toc}</ul></nav>{''.join(body)}</body></html>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Transfer analysis report</title>"
+            f"<style>{_CSS}</style></head><body>{head}<nav class='contents'><h2>Contents</h2><ol>{toc}</ol></nav>"
+            f"{''.join(body)}</body></html>")

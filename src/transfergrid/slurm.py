@@ -7,7 +7,7 @@ storage stays the one source of truth about the jobs; Slurm only places the work
 and the tracking URI reach the workers through the environment sbatch exports, never through the
 script or a command line, so a password lands in no file and no log.
 
-Each worker `exec`s into `python -m entrypoints.worker`, so the batch shell *is* the worker: `scancel`
+Each worker `exec`s into `python -m transfergrid.commands.worker` (`transfergrid worker`), so the batch shell *is* the worker: `scancel`
 and a time limit send it SIGTERM, and `--signal=B:USR1@<seconds>` sends it SIGUSR1 before the time
 limit; on either it fails its trial and gives the job back at once (the queue's stop signals).
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from transfergrid import console
 from transfergrid.config import LoraConfig, TrainConfig
 from transfergrid.data import Item, PromptFormat
 from transfergrid.formats import IGNORE_INDEX, build_sft_example
@@ -174,7 +175,7 @@ def sft_config(train: TrainConfig, *, seed: int, output_dir: Path, progress: boo
         # The paper's HF default (off). transformers 5 renamed `gradient_checkpointing` (TRL's default: True).
         activation_checkpointing=False,
         auto_find_batch_size=cuda,  # the paper halves batch 8 on OOM; no OOM to recover from on CPU
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # transformers' bars stay on screen; `console.training_callback` shows the steps
     )
 
 
@@ -286,18 +287,6 @@ def _tokens_trained(history: list[dict], train_dataset, epochs: float) -> float:
     return float(sum(len(ids) for ids in train_dataset["input_ids"]) * epochs)
 
 
-def _quiet_progress():
-    """transformers' progress bar, showing the latest loss instead of printing every log line."""
-    from transformers import ProgressCallback
-
-    class QuietProgress(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.training_bar is not None and logs and "loss" in logs:
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
-
-    return QuietProgress()
-
-
 def train_adapter(
     model,
     tokenizer,
@@ -364,7 +353,7 @@ def train_adapter(
     cuda = next(model.parameters()).device.type == "cuda"  # train where the caller put the model
     args = sft_config(train, seed=seed, output_dir=output_dir, progress=progress, cuda=cuda)
     forwarders = [_log_forwarder(on_log)] if on_log is not None else []
-    logger.info(
+    logger.debug(
         "training %s on %d examples (%d validation), %s epochs, seed %d, %s",
         "all weights (full fine-tuning)" if full else f"LoRA r={lora.lora_r}", len(train_dataset), len(eval_dataset),
         train.num_epochs, seed, "cuda" if cuda else "cpu",
@@ -380,11 +369,10 @@ def train_adapter(
             processing_class=tokenizer,
             callbacks=[*forwarders, _divergence_guard(), *callbacks],
         )
-        if not progress:
-            trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log instead
-        else:  # a step bar with the loss as postfix, instead of one printed dict per step
-            trainer.remove_callback(ProgressCallback)
-            trainer.add_callback(_quiet_progress())
+        trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log instead
+        trainer.remove_callback(ProgressCallback)  # its bar stays on screen; ours is one level of the console's
+        if progress:  # the steps with the loss as note, instead of one printed dict per step
+            trainer.add_callback(console.training_callback())
         start = time.perf_counter()
         trainer.train()  # ends with the best epoch's adapter loaded (load_best_model_at_end)
         seconds = time.perf_counter() - start
@@ -395,7 +383,7 @@ def train_adapter(
 
     best_epoch, best_loss = _best_eval(history, best_step)
     tokens = _tokens_trained(history, train_dataset, train.num_epochs)
-    logger.info(
+    logger.debug(
         "kept epoch %g (eval_loss %.4f); %.1f s, %.0f tokens/s", best_epoch, best_loss, seconds, tokens / seconds
     )
     return TrainResult(

@@ -32,7 +32,16 @@ EVAL_PROTOCOL = "eval_protocol"  # on baseline/evaluate runs: loglikelihood | co
 OPTUNA_STUDY = "optuna_study"  # on runs of queued jobs and ablation trials: the Optuna study name
 OPTUNA_TRIAL = "optuna_trial_number"  # ... and the trial number
 OPTUNA_STORAGE = "optuna_storage"  # on grid/ablation runs: the storage URL, password masked
+STUDY_RUN_ID = "study_run_id"  # on the job runs of a study (baseline, finetune, evaluate, analysis): its `grid` run
+SOURCE_CELL = "source_cell"  # on finetune/evaluate runs: `task.language`, one column in the MLflow runs table
 IMPORTED_FROM = "imported_from"  # on runs made by `import_results`: "<file name> sha256:<hash>"
+
+# The MLflow UI: experiments shown as model training (runs view, not the GenAI overview), and a saved view of the
+# study (the UI's "share view" state, read from the experiment tag `mlflow.sharedViewState.<key>`).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+STUDY_VIEW = "transfergrid-study"
 
 KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")
 

@@ -71,7 +71,8 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
 
     With a `sqlite:///path/mlflow.db` store, artifacts go to `path/../mlartifacts` (absolute), not
     to `./mlruns` relative to whatever directory the experiment happened to be created from. The store is
-    checked first (`stores.check_tracking_store`, once per process): a dead one fails in seconds.
+    checked first (`stores.check_tracking_store`, once per process): a dead one fails in seconds. The
+    experiment is tagged for the MLflow UI (`prepare_experiment`).
     """
     stores.check_tracking_store(tracking_uri)
     client = _client(tracking_uri)
@@ -79,17 +80,34 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             raise ValueError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
+        prepare_experiment(tracking_uri, experiment.experiment_id, experiment.tags)
         return experiment.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:///"):
         location = (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        experiment_id = client.create_experiment(name, artifact_location=location)
     except Exception:  # another worker created it between our lookup and our create
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
-        return experiment.experiment_id
+        experiment_id = experiment.experiment_id
+    prepare_experiment(tracking_uri, experiment_id)
+    return experiment_id
+
+
+def prepare_experiment(tracking_uri: str, experiment_id: str, tags: Mapping[str, str] | None = None) -> None:
+    """Tag an experiment for the MLflow UI: model training (its runs view, not the GenAI overview), and the
+    study's saved view (`tracking.ui`). Tags already right are left alone (`tags`: the experiment's, if known)."""
+    from transfergrid.tracking import ui
+
+    client = _client(tracking_uri)
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    wanted = {names.EXPERIMENT_KIND_TAG: names.EXPERIMENT_KIND, names.SHARED_VIEW_TAG + names.STUDY_VIEW: ui.study_view_json()}
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def launcher_run_id() -> str | None:
@@ -183,6 +201,14 @@ class RunWriter:
         self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
 
+def _link_tag(client, parent_run_id: str) -> str:
+    """How a run links to the run that started it. The job runs of a study (`grid` run) are rows of their own,
+    tagged `study_run_id`: the MLflow UI shows a study's evaluate runs side by side without expanding a parent.
+    Anything else (an ablation's trials) nests under its parent (`mlflow.parentRunId`)."""
+    parent_kind = client.get_run(parent_run_id).data.tags.get(names.KIND)
+    return names.STUDY_RUN_ID if parent_kind == "grid" else names.PARENT_RUN_ID
+
+
 @contextlib.contextmanager
 def open_run(
     tracking_uri: str,
@@ -206,7 +232,7 @@ def open_run(
     client = _client(tracking_uri)
     all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, **tags}
     if parent_run_id:
-        all_tags[names.PARENT_RUN_ID] = parent_run_id
+        all_tags[_link_tag(client, parent_run_id)] = parent_run_id
     if adopt_run_id:
         run_id = adopt_run_id
         client.set_tag(run_id, "mlflow.runName", _clean(run_name))
@@ -215,7 +241,7 @@ def open_run(
         run_id = client.create_run(experiment_id, run_name=_clean(run_name)).info.run_id
     writer = RunWriter(client, run_id)
     writer.set_tags(all_tags)
-    logger.info("%s run %s (%s) started", kind, run_id, run_name)
+    logger.debug("%s run %s (%s) started", kind, run_id, run_name)
     try:
         yield writer
     except BaseException as error:
@@ -229,7 +255,7 @@ def open_run(
             logger.exception("could not mark run %s as %s", run_id, status)
         raise
     client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
-    logger.info("%s run %s finished", kind, run_id)
+    logger.debug("%s run %s finished", kind, run_id)
 
 
 def log_run(
