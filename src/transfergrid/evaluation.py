@@ -84,6 +84,7 @@ class EvalResult:
         peak_memory_mb: CUDA: peak allocated memory during scoring; CPU: peak RSS of the process (MiB).
         n_tokens: tokens fed to the model (padding excluded, a shared prefix once per batch).
         swap_seconds: time spent swapping adapters before this evaluation (set by the caller).
+        extra_metrics: further run metrics of the protocol (chain of thought: how many items yielded a letter).
     """
 
     predictions: pd.DataFrame
@@ -94,6 +95,7 @@ class EvalResult:
     peak_memory_mb: float = float("nan")
     n_tokens: int = 0
     swap_seconds: float = 0.0
+    extra_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -220,7 +220,7 @@ def _log_evaluation(run: writer.RunWriter, result) -> None:
         {
             "eval/items_per_second": result.items_per_second, "eval/seconds": result.seconds,
             "eval/tokens_per_second": result.tokens_per_second, "eval/peak_memory_mb": result.peak_memory_mb,
-            "eval/adapter_swap_seconds": result.swap_seconds,
+            "eval/adapter_swap_seconds": result.swap_seconds, **result.extra_metrics,
         }
     )
     run.log_dataframe(result.predictions, names.PREDICTIONS_ARTIFACT)
