@@ -5,7 +5,8 @@ The one place that knows how `acc`, `acc_norm` and `score` are computed (ARCHITE
 - the log-likelihood of a continuation is the sum of its tokens' log-probabilities given the context,
   tokenized as lm-eval's `HFLM._encode_pair` does (trailing whitespace of the context moves into the
   continuation; the continuation's tokens are those of `context + continuation` after the context's
-  own tokens; no special tokens; an empty context becomes the BOS token, or EOS where there is none),
+  own tokens; the tokenizer's own special tokens as lm-eval 0.4.13 adds them (Gemma's BOS), none after a
+  chat template that writes BOS; an empty context becomes the BOS token, or EOS where there is none),
   truncated from the left to the model's maximum length;
 - `acc`: the choice of highest log-likelihood is gold; `acc_norm`: the same after dividing each
   log-likelihood by the character length of its choice string (without the target delimiter);
@@ -84,6 +85,7 @@ class EvalResult:
         peak_memory_mb: CUDA: peak allocated memory during scoring; CPU: peak RSS of the process (MiB).
         n_tokens: tokens fed to the model (padding excluded, a shared prefix once per batch).
         swap_seconds: time spent swapping adapters before this evaluation (set by the caller).
+        extra_metrics: further run metrics of the protocol (chain of thought: how many items yielded a letter).
     """
 
     predictions: pd.DataFrame
@@ -94,6 +96,7 @@ class EvalResult:
     peak_memory_mb: float = float("nan")
     n_tokens: int = 0
     swap_seconds: float = 0.0
+    extra_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -339,24 +342,30 @@ def _split_trailing_space(context: str) -> tuple[str, str]:
 
 
 def encode_requests(tokenizer, requests: Sequence[ScoringRequest]) -> list[tuple[list[int], list[list[int]]]]:
-    """Per request, the context ids and one continuation id list per choice, as lm-eval's HFLM.
+    """Per request, the context ids and one continuation id list per choice, as lm-eval 0.4.13's HFLM.
 
-    `continuation ids = ids(context + continuation)[len(ids(context)):]`, without special tokens. An
-    empty context is replaced by the prefix token (BOS, or EOS where the tokenizer has none); so is a
-    whitespace-only one, which lm-eval would feed to the model as an empty context.
+    `continuation ids = ids(context + continuation)[len(ids(context)):]`, each text tokenized with the
+    tokenizer's own special tokens (Gemma's adds BOS; Llama-2/SmolLM2/Qwen's add none) unless it already
+    starts with the BOS text (a chat template that writes it). An empty context is replaced by the
+    prefix token (BOS, or EOS where the tokenizer has none); so is a whitespace-only one, which lm-eval
+    would feed to the model as an empty context.
     """
     prefix = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
-    contexts, wholes = [], []
+    prefix_text = tokenizer.decode(prefix) if prefix[0] is not None else ""
+    contexts, wholes, whole_special = [], [], []
     for request in requests:
-        if request.context == "":  # lm-eval scores the continuation alone after the prefix token
+        if request.context == "":  # lm-eval scores the continuation alone, without special tokens, after the prefix token
             contexts.append("")
             wholes.extend(request.continuations)
+            whole_special.extend([False] * len(request.continuations))
         else:
             context, moved = _split_trailing_space(request.context)
             contexts.append(context)
             wholes.extend(context + moved + continuation for continuation in request.continuations)
-    context_ids = _tokenize(tokenizer, contexts)
-    whole_ids = iter(_tokenize(tokenizer, wholes))
+            whole_special.extend([True] * len(request.continuations))
+    context_special = [request.context != "" for request in requests]
+    context_ids = _tokenize(tokenizer, contexts, context_special, prefix_text)
+    whole_ids = iter(_tokenize(tokenizer, wholes, whole_special, prefix_text))
     encoded = []
     for request, ids in zip(requests, context_ids):
         continuations = [next(whole_ids)[len(ids) :] for _ in request.continuations]
@@ -367,9 +376,18 @@ def encode_requests(tokenizer, requests: Sequence[ScoringRequest]) -> list[tuple
 _encode_requests = encode_requests  # the name the tests and older callers use
 
 
-def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, without special tokens (one batched call)."""
-    return list(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else []
+def _tokenize(tokenizer, texts: list[str], special: Sequence[bool], prefix_text: str) -> list[list[int]]:
+    """Token ids of each text as lm-eval's `tok_encode`: with the tokenizer's own special tokens where
+    `special` says so, except for a text that starts with the prefix token's text (no second BOS).
+    At most two batched calls."""
+    flags = [flag and not (prefix_text and text.startswith(prefix_text)) for text, flag in zip(texts, special)]
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in (True, False):
+        indices = [i for i, f in enumerate(flags) if f is flag]
+        if indices:
+            for i, row in zip(indices, tokenizer([texts[i] for i in indices], add_special_tokens=flag)["input_ids"]):
+                out[i] = list(row)
+    return out
 
 
 def _make_row(request: int, context: list[int], choices: list[tuple[int, list[int]]], max_length: int) -> _Row:
