@@ -24,7 +24,7 @@ from entrypoints import grid as grid_entry
 from entrypoints import main as main_entry
 from entrypoints import status as status_entry
 from entrypoints import worker as worker_entry
-from transfergrid import jobs
+from transfergrid import console, jobs
 from transfergrid.config import FinetuneConfig, MainConfig, load_config
 from transfergrid.tracking import names, writer
 
@@ -110,6 +110,7 @@ def test_target_module_typo_exits_2_before_the_finetune_run(tracking_uri, capsys
 def test_diverging_finetune_ends_failed_and_is_not_reused(tracking_uri, capsys):
     argv = ["--learning_rate", "1e30", *QUICK_FINETUNE]
     assert "training diverged: loss is nan" in exits_2(finetune_entry, argv, capsys)
+    assert console._depth == 0  # the training steps' display closed too: later displays keep their level
     (run,) = all_runs(tracking_uri)
     assert run.info.status == "FAILED"
     assert run.data.tags[names.FAILURE_REASON].startswith("TrainingDiverged: training diverged")

@@ -371,10 +371,15 @@ def train_adapter(
         )
         trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log instead
         trainer.remove_callback(ProgressCallback)  # its bar stays on screen; ours is one level of the console's
-        if progress:  # the steps with the loss as note, instead of one printed dict per step
-            trainer.add_callback(console.training_callback())
+        steps = console.training_callback() if progress else None
+        if steps is not None:  # the steps with the loss as note, instead of one printed dict per step
+            trainer.add_callback(steps)
         start = time.perf_counter()
-        trainer.train()  # ends with the best epoch's adapter loaded (load_best_model_at_end)
+        try:
+            trainer.train()  # ends with the best epoch's adapter loaded (load_best_model_at_end)
+        finally:  # a diverged or interrupted run never reaches on_train_end: its display closes here
+            if steps is not None and steps.display is not None:
+                steps.display.close()
         seconds = time.perf_counter() - start
         adapter_dir = output_dir / (FULL_MODEL_DIRNAME if full else ADAPTER_DIRNAME)
         peft_model.save_pretrained(adapter_dir)  # full: the whole model (config + safetensors), from_pretrained-able
