@@ -79,6 +79,7 @@ def run_steps(model, batches):
     """Forward+backward+AdamW step per batch; (per-batch losses, seconds, real tokens) of all but the first.
 
     The first step is a warm-up (allocator, kernels): its loss is kept, its time and tokens are not.
+    Real tokens: the attention mask's ones, or every token of a padding-free batch (it has no padding).
     """
     import torch
 
@@ -87,39 +88,49 @@ def run_steps(model, batches):
     losses, seconds, tokens = [], 0.0, 0
     for step, batch in enumerate(batches):
         started = time.perf_counter()
-        loss = model(**batch).loss
+        loss = model(**batch, use_cache=False).loss  # as the trainer (a cache would hide a padding-free batch's bounds)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step:
             seconds += time.perf_counter() - started
-            tokens += int(batch["attention_mask"].sum())
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
     return losses, seconds, tokens
 
 
-def measure(model, tokenizer, examples, max_length, batch_size, steps, repeats):
+def collators(pad_token_id, max_length):
+    """The trainer's collators: dynamic padding, padding-free (flattened, position ids), padded to max_length."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    chunks = [examples[i : i + batch_size] for i in range(0, batch_size * steps, batch_size)]
-    dynamic = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
-    padded = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=max_length)
-    best = {"dynamic": float("inf"), "padded": float("inf")}
-    losses = {}
-    for _ in range(repeats):  # alternate, best time of each: robust to other load on the machine
-        for name, collator in (("dynamic", dynamic), ("padded", padded)):
-            batches = [collator(chunk) for chunk in chunks]
-            losses[name], seconds, tokens = run_steps(copy.deepcopy(model), batches)
-            best[name] = min(best[name], seconds)
-            widths = sum(b["input_ids"].shape[1] for b in batches) / len(batches)
-            if name == "dynamic":
-                mean_width = widths
-    diff = max(abs(a - b) for a, b in zip(losses["dynamic"], losses["padded"]))
     return {
-        "mean example tokens": f"{sum(len(e['input_ids']) for e in examples[: len(chunks) * batch_size]) / (len(chunks) * batch_size):.0f}",
-        "mean padded width (dynamic)": f"{mean_width:.0f}", "tokens/s dynamic": f"{tokens / best['dynamic']:.0f}",
-        "tokens/s padded": f"{tokens / best['padded']:.0f}", "ratio": f"{best['padded'] / best['dynamic']:.2f}x",
-        "max abs dloss": f"{diff:.1e}",
+        "dynamic": DataCollatorForLanguageModeling(pad_token_id=pad_token_id),
+        "padding-free": DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=True),
+        "padded": DataCollatorForLanguageModeling(pad_token_id=pad_token_id, pad_to_multiple_of=max_length),
+    }
+
+
+def measure(model, tokenizer, examples, max_length, batch_size, steps, repeats):
+    chunks = [examples[i : i + batch_size] for i in range(0, batch_size * steps, batch_size)]
+    best, losses, widths, tokens = {}, {}, {}, {}
+    for _ in range(repeats):  # alternate, best time of each: robust to other load on the machine
+        for name, collator in collators(tokenizer.pad_token_id, max_length).items():
+            batches = [collator(chunk) for chunk in chunks]
+            losses[name], seconds, tokens[name] = run_steps(copy.deepcopy(model), batches)
+            best[name] = min(best.get(name, float("inf")), seconds)
+            widths[name] = sum(b["input_ids"].shape[1] for b in batches) / len(batches)
+    assert tokens["dynamic"] == tokens["padding-free"] == tokens["padded"], tokens
+    diff = {name: max(abs(a - b) for a, b in zip(losses["dynamic"], losses[name])) for name in ("padded", "padding-free")}
+    n_examples = len(chunks) * batch_size
+    rate = {name: tokens["dynamic"] / seconds for name, seconds in best.items()}
+    return {
+        "mean example tokens": f"{sum(len(e['input_ids']) for e in examples[:n_examples]) / n_examples:.0f}",
+        "mean padded width (dynamic)": f"{widths['dynamic']:.0f}", "tokens/s dynamic": f"{rate['dynamic']:.0f}",
+        "tokens/s padded": f"{rate['padded']:.0f}", "ratio": f"{best['padded'] / best['dynamic']:.2f}x",
+        "max abs dloss": f"{diff['padded']:.1e}",
+        "tokens/s padding-free": f"{rate['padding-free']:.0f}",
+        "padding-free / dynamic": f"{best['dynamic'] / best['padding-free']:.2f}x",
+        "max abs dloss padding-free": f"{diff['padding-free']:.1e}",
     }
 
 
