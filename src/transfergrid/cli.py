@@ -56,11 +56,12 @@ def user_errors():
     Validation runs before any model is loaded; if a run was already open, it ended FAILED with the
     full traceback in its `error.txt` artifact.
     """
+    from transfergrid.gguf_models import RealModelUnavailable
     from transfergrid.hub import HubUnavailable
 
     try:
         yield
-    except (ValueError, HubUnavailable) as error:
+    except (ValueError, HubUnavailable, RealModelUnavailable) as error:
         logging.getLogger(__name__).debug("user error", exc_info=True)
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

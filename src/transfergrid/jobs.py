@@ -25,7 +25,7 @@ from transfergrid.config import (
 )
 from transfergrid.data import Suite, get_suite, suite_cells
 from transfergrid.grid import Cell, check_choice
-from transfergrid.models import ModelSpec, is_hub_model, load_model, study_model
+from transfergrid.models import ModelSpec, check_loadable, is_hub_model, load_model, study_model
 from transfergrid.tracking import names, reader, writer
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def open_study(
         )
     cfg.model = models[0]
     model = study_model(cfg)
+    check_loadable(model)  # a GGUF model without its packages: say what to install, now
     if check_hub:
         hub.check_available(
             [(model.id, model.revision)] if is_hub_model(model) else [],

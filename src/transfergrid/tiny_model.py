@@ -15,13 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from transfergrid import synthetic
+from transfergrid.buildcache import build_once
 
 logger = logging.getLogger(__name__)
 
@@ -78,45 +76,10 @@ def ensure_built(cache_dir: Path) -> Path:
     Raises:
         RuntimeError: the target exists but is not a complete build (delete it and retry).
     """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"tiny-llama-{VERSION}"
-    if target.exists():
-        return _checked(target)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(cache_dir, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=cache_dir))
-    try:
-        _build_into(tmp)
-        _make_shareable(tmp)
-        try:
-            os.rename(tmp, target)  # atomic on one file system; fails if `target` appeared meanwhile
-            logger.info("built %s (%d parameters)", target, parameter_count())
-        except OSError:
-            if not target.exists():
-                raise
-            logger.info("%s was built by another process meanwhile; discarding this build", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    target = Path(cache_dir) / f"tiny-llama-{VERSION}"
+    if build_once(target, _build_into):
+        logger.info("built %s (%d parameters)", target, parameter_count())
     return _checked(target)
-
-
-def _remove_stale_builds(cache_dir: Path, name: str, max_age_s: float = 3600.0) -> None:
-    """Delete temporary build directories that a killed process left behind (older than an hour)."""
-    for path in cache_dir.glob(f".{name}.building-*"):
-        try:
-            if time.time() - path.stat().st_mtime > max_age_s:
-                shutil.rmtree(path, ignore_errors=True)
-        except FileNotFoundError:
-            pass  # another process removed it first
-
-
-def _make_shareable(directory: Path) -> None:
-    """Give the build the permissions of the umask (mkdtemp and safetensors create private files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.iterdir():
-        os.chmod(path, 0o666 & ~umask)
 
 
 def _checked(target: Path) -> Path:
