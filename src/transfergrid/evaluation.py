@@ -353,24 +353,30 @@ def _split_trailing_space(context: str) -> tuple[str, str]:
 
 
 def encode_requests(tokenizer, requests: Sequence[ScoringRequest]) -> list[tuple[list[int], list[list[int]]]]:
-    """Per request, the context ids and one continuation id list per choice, as lm-eval's HFLM.
+    """Per request, the context ids and one continuation id list per choice, as lm-eval 0.4.13's HFLM.
 
-    `continuation ids = ids(context + continuation)[len(ids(context)):]`, without special tokens. An
-    empty context is replaced by the prefix token (BOS, or EOS where the tokenizer has none); so is a
-    whitespace-only one, which lm-eval would feed to the model as an empty context.
+    `continuation ids = ids(context + continuation)[len(ids(context)):]`, each text tokenized with the
+    tokenizer's own special tokens (Gemma's adds BOS; Llama-2/SmolLM2/Qwen's add none) unless it already
+    starts with the BOS text (a chat template that writes it). An empty context is replaced by the
+    prefix token (BOS, or EOS where the tokenizer has none); so is a whitespace-only one, which lm-eval
+    would feed to the model as an empty context.
     """
     prefix = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
-    contexts, wholes = [], []
+    prefix_text = tokenizer.decode(prefix) if prefix[0] is not None else ""
+    contexts, wholes, whole_special = [], [], []
     for request in requests:
-        if request.context == "":  # lm-eval scores the continuation alone after the prefix token
+        if request.context == "":  # lm-eval scores the continuation alone, without special tokens, after the prefix token
             contexts.append("")
             wholes.extend(request.continuations)
+            whole_special.extend([False] * len(request.continuations))
         else:
             context, moved = _split_trailing_space(request.context)
             contexts.append(context)
             wholes.extend(context + moved + continuation for continuation in request.continuations)
-    context_ids = _tokenize(tokenizer, contexts)
-    whole_ids = iter(_tokenize(tokenizer, wholes))
+            whole_special.extend([True] * len(request.continuations))
+    context_special = [request.context != "" for request in requests]
+    context_ids = _tokenize(tokenizer, contexts, context_special, prefix_text)
+    whole_ids = iter(_tokenize(tokenizer, wholes, whole_special, prefix_text))
     encoded = []
     for request, ids in zip(requests, context_ids):
         continuations = [next(whole_ids)[len(ids) :] for _ in request.continuations]
@@ -381,9 +387,18 @@ def encode_requests(tokenizer, requests: Sequence[ScoringRequest]) -> list[tuple
 _encode_requests = encode_requests  # the name the tests and older callers use
 
 
-def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, without special tokens (one batched call)."""
-    return list(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else []
+def _tokenize(tokenizer, texts: list[str], special: Sequence[bool], prefix_text: str) -> list[list[int]]:
+    """Token ids of each text as lm-eval's `tok_encode`: with the tokenizer's own special tokens where
+    `special` says so, except for a text that starts with the prefix token's text (no second BOS).
+    At most two batched calls."""
+    flags = [flag and not (prefix_text and text.startswith(prefix_text)) for text, flag in zip(texts, special)]
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in (True, False):
+        indices = [i for i, f in enumerate(flags) if f is flag]
+        if indices:
+            for i, row in zip(indices, tokenizer([texts[i] for i in indices], add_special_tokens=flag)["input_ids"]):
+                out[i] = list(row)
+    return out
 
 
 def _make_row(request: int, context: list[int], choices: list[tuple[int, list[int]]], max_length: int) -> _Row:
