@@ -303,7 +303,12 @@ def real_rows(args) -> list[dict]:
         n_params = sum(p.numel() for p in model.parameters())
         chats = (False, True) if tokenizer.chat_template else (False,)
         reference = {}
-        for dtype in ("float32", "bfloat16"):
+        if "float32" not in args.dtypes:  # the float32 reference, untimed, before the weights are rounded
+            for kind in ("letters", "texts", "priming"):
+                for chat in chats:
+                    requests = real_requests(tokenizer, kind, counts[kind], chat)
+                    reference[kind, chat], _ = run_lmeval(model, tokenizer, requests, args.batch_size)
+        for dtype in args.dtypes:
             model = model.to(getattr(torch, dtype))
             for kind in ("letters", "texts", "priming"):
                 for chat in chats:
@@ -350,6 +355,8 @@ def main(argv=None) -> int:
     parser.add_argument("--real", action="store_true", help="the real-weight rows instead of the synthetic ones")
     parser.add_argument("--real-items", type=int, default=32,
                         help="items per real-weight row (letters, option texts; a quarter of it for the priming)")
+    parser.add_argument("--dtypes", type=lambda text: text.split(","), default=["float32", "bfloat16"],
+                        help="real-weight rows' dtypes (float32,bfloat16); bfloat16 alone computes its float32 reference untimed")
     parser.add_argument("--models", type=lambda text: text.split(","), default=list(REAL_MODELS),
                         help=f"real models, comma-separated (default: {','.join(REAL_MODELS)})")
     args = parser.parse_args(argv)
@@ -359,6 +366,9 @@ def main(argv=None) -> int:
         for name in args.models:
             if name not in REAL_MODELS:
                 parser.error(f"unknown real model {name!r}; valid: {', '.join(REAL_MODELS)}")
+        for dtype in args.dtypes:
+            if dtype not in ("float32", "bfloat16", "float16"):
+                parser.error(f"unknown dtype {dtype!r}; valid: float32, bfloat16, float16")
         rows = real_rows(args)
         table = _common.markdown_table(rows)
         print(table)
@@ -367,7 +377,7 @@ def main(argv=None) -> int:
             _common.append_results(
                 "eval_vs_lmeval, real weights: transfergrid vs lm-eval 0.4.13 in float32 and bfloat16 (CPU)",
                 f"python benchmarks/eval_vs_lmeval.py --real --real-items {args.real_items} --batch-size "
-                f"{args.batch_size} --repeats {args.repeats} --models {','.join(args.models)}",
+                f"{args.batch_size} --repeats {args.repeats} --models {','.join(args.models)} --dtypes {','.join(args.dtypes)}",
                 table, f"Goal (3x, or 90% of the bound where it is under 3.33x; float32: identical predictions; "
                 f"bfloat16: agreement with float32 at least lm-eval's): {'met on every row' if not missed else 'NOT met on'}"
                 + "".join(f"\n- {r['model']} {r['dtype']}, {r['format']}, chat {r['chat']}: {r['ratio']} of a "
