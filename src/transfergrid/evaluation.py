@@ -30,9 +30,8 @@ limit), so a second model (e.g. another adapter) on the same cells skips it.
 Reduced precision (bfloat16, float16): packing and prefix sharing run as in float32. Their kernels
 round differently from one sequence per choice (a masked instead of a causal attention, a prefix
 computed apart), so the log-likelihoods differ from lm-eval's by bf16 rounding, as lm-eval's own
-bf16 numbers differ from float32; the output projection runs in float32 on the read positions (a
-bf16 logit is rounded by up to ~0.06 nats). Measured against a float32 reference on the same items,
-the fast path agrees with it at least as often as lm-eval in bf16 does (`benchmarks/eval_vs_lmeval.py`). `exact=True`
+bf16 numbers differ from float32; measured against a float32 reference on the same items, the fast
+path agrees with it as often as lm-eval in bf16 does (`benchmarks/eval_vs_lmeval.py`). `exact=True`
 (`exact_scoring` in the configuration) keeps lm-eval's computation instead: one sequence per
 (context, option text), no shared prefix (answer letters still take one forward pass per item, as
 lm-eval's one-token cache does).
@@ -46,7 +45,6 @@ model and everything the process held before, not the evaluation's increment alo
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import inspect
 import logging
@@ -194,7 +192,7 @@ def score_requests(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), (_float32_head(model) if share else contextlib.nullcontext()):
+        with torch.inference_mode():
             for batch, prefix in zip(batches, shared):
                 for row, values in zip(batch, _score_batch(model, tokenizer, batch, prefix)):
                     for (request, choice), value in values.items():
@@ -620,27 +618,6 @@ def _score_batch(model, tokenizer, rows: Sequence[_Row], prefix: int = 0) -> lis
         scores.append(sums)
         cursor += len(row.reads)
     return scores
-
-
-@contextlib.contextmanager
-def _float32_head(model):
-    """A half-precision model's output projection computed in float32 (on the read positions only).
-
-    A bf16 logit of magnitude 20 is rounded by up to 0.06 nats; lm-eval keeps that rounding, the fast
-    path does not (a float32 copy of the head's weight is held while scoring). Anything after the head
-    (Gemma's final logit soft-capping) still runs. No-op for float32 models and non-linear heads.
-    """
-    head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear) or head.weight.dtype == torch.float32 or "forward" in vars(head):
-        yield
-        return
-    weight = head.weight.float()
-    bias = head.bias.float() if head.bias is not None else None
-    head.forward = lambda hidden: torch.nn.functional.linear(hidden.float(), weight, bias)
-    try:
-        yield
-    finally:
-        del head.forward
 
 
 def _prefix_cache(model, prefix_ids: torch.Tensor, n_rows: int):
