@@ -482,3 +482,7 @@ def test_exact_scoring_takes_lm_evals_one_sequence_path(model, tokenizer):
         expected = [reference_logliks(net, tokenizer, r) for r in requests]
         np.testing.assert_allclose(np.concatenate(exact.predictions["loglik"].tolist()), np.concatenate(expected),
                                    atol=1e-4, rtol=0)
+    # its runs are told apart from fast-path ones; runs recorded before the switch keep their keys
+    default, switched = load_config(BaselineConfig, []), load_config(BaselineConfig, ["--exact_scoring", "true"])
+    assert "exact_scoring" not in jobs._eval_payload(study, default)
+    assert jobs._eval_payload(study, switched) == {**jobs._eval_payload(study, default), "exact_scoring": True}
