@@ -471,6 +471,7 @@ def test_exact_scoring_takes_lm_evals_one_sequence_path(model, tokenizer):
         template=PRIMINGS[0] + TEXT_FORMAT.template, target="text"))
     cells = [OPTIONS, LETTERS]
     requests = requests_of(suite, OPTIONS, tokenizer) + requests_of(suite, LETTERS, tokenizer)
+    suite.chat_template = False
     study = jobs.Study("unused", "0", suite, None, cells)
     half = build_tiny_llama(len(tokenizer), seed=0).to(torch.bfloat16)
     for net in (model, half):
