@@ -56,6 +56,11 @@ def test_cot_baseline_is_its_own_protocol_and_feeds_the_ft_vs_cot_analysis(track
     assert 0.0 <= cot.data.metrics["score/syn_match/xs1"] <= 1.0 and cot.data.metrics["eval/items_per_second"] > 0
     predictions = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{cot_id}/{names.PREDICTIONS_ARTIFACT}"))
     assert len(predictions) == 4 * 8 and {"generation", "predicted", "gold"} <= set(predictions.columns)
+    extracted = predictions["predicted"] >= 0  # the extraction rate is logged: how many items yielded a letter
+    assert cot.data.metrics["cot/extracted_items"] == extracted.sum()
+    assert cot.data.metrics["cot/extraction_rate"] == pytest.approx(extracted.mean())
+    part = predictions[(predictions["task"] == "syn_match") & (predictions["language"] == "xs1")]
+    assert cot.data.metrics["cot/extracted/syn_match/xs1"] == pytest.approx((part["predicted"] >= 0).mean())
     shown = predictions.iloc[0]  # what the model was shown: the lettered prompt with the CoT instruction, and the options
     assert DEFAULT_COT_PROMPT in shown["context"] and len(shown["choices"]) >= 2
     assert all(choice in shown["context"] for choice in shown["choices"])

@@ -30,7 +30,7 @@ def test_builtin_real_models_carry_family_and_size():
 @pytest.mark.parametrize(("name", "size"), [
     ("smollm2-135m", 0.135), ("HuggingFaceTB/SmolLM2-360M-Instruct", 0.36), ("Qwen/Qwen2.5-0.5B-Instruct", 0.5),
     ("meta-llama/Llama-3.1-8B-Instruct", 8.0), ("/models/SmolLM2-135M-Instruct.Q4_1.gguf", 0.135),
-    ("google/gemma-3-270m", 0.27), ("gpt2", None), ("my-org/model-v2", None),
+    ("google/gemma-3-270m", 0.27), ("mistralai/Mixtral-8x7B-v0.1", 7.0), ("gpt2", None), ("my-org/model-v2", None),
 ])
 def test_model_size_is_inferred_from_billions_or_millions_in_the_name(name, size):
     assert infer_size_b(name) == size

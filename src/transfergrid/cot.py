@@ -6,7 +6,9 @@ documented (`extract_letter`). Every item is shown with lettered options (the ta
 `train_format` with `target=letter`, or a generic `{question}\\n{options}` layout for tasks trained on
 option texts), followed by `cot_prompt`; the model generates greedily up to `max_new_tokens`, and the
 extracted letter is compared with the gold letter. The result has the same shape as the
-log-likelihood evaluator's (`EvalResult`), so it is logged like any other evaluation.
+log-likelihood evaluator's (`EvalResult`), so it is logged like any other evaluation, plus the
+extraction rate: how many generations yielded a letter (`cot/extraction_rate`, `cot/extracted_items`,
+and per target cell `cot/extracted/<task>/<language>`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from transfergrid.formats import render_prompt
 from transfergrid.grid import Cell
 
 logger = logging.getLogger(__name__)
+
+# Run metrics: the share of generations from which `extract_letter` found a letter (overall and per
+# target cell, `cot/extracted/<task>/<language>`), and their number. Items without one count as wrong.
+EXTRACTION_RATE = "cot/extraction_rate"
+EXTRACTED_ITEMS = "cot/extracted_items"
+EXTRACTED = "cot/extracted"
 
 _GENERIC_LAYOUT = PromptFormat(template="{question}\n{options}", option_template="{letter}) {text}")
 
@@ -102,7 +110,10 @@ def generate_cells(
     try:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            enc = tokenizer([rows[i][2] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            prompts = [rows[i][2] for i in batch]
+            # the tokenizer's own special tokens (Gemma's BOS) unless the prompt already starts with BOS, as lm-eval
+            special = not (tokenizer.bos_token and prompts[0].startswith(tokenizer.bos_token))
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=special).to(device)
             with torch.inference_mode():
                 out = model.generate(
                     **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
@@ -125,16 +136,22 @@ def generate_cells(
             "context": prompt, "choices": list(item.choices),  # what the model was shown
         })
     predictions = pd.DataFrame(records)
-    metrics = {}
+    metrics, extracted = {}, {}
     for cell in cells:
         part = predictions[(predictions["task"] == cell.task) & (predictions["language"] == cell.language)]
         acc = float((part["predicted"] == part["gold"]).mean()) if len(part) else float("nan")
         metrics[cell] = {"acc": acc, "score": acc, "n": len(part)}
+        extracted[f"{EXTRACTED}/{cell.task}/{cell.language}"] = float((part["predicted"] >= 0).mean()) if len(part) else float("nan")
+    n_extracted = int((predictions["predicted"] >= 0).sum()) if len(predictions) else 0
+    logger.info("chain of thought: a letter was extracted from %d of %d generations (%.0f%%)", n_extracted, len(rows),
+                100 * n_extracted / len(rows) if rows else float("nan"))
     seconds = time.perf_counter() - started
     return EvalResult(
         predictions=predictions, metrics=metrics, seconds=seconds,
         items_per_second=len(rows) / seconds if seconds > 0 else float("nan"),
         tokens_per_second=n_tokens / seconds if seconds > 0 else float("nan"),
         peak_memory_mb=_peak_memory_mb(device), n_tokens=n_tokens,
+        extra_metrics={EXTRACTION_RATE: n_extracted / len(rows) if rows else float("nan"), EXTRACTED_ITEMS: n_extracted,
+                       **extracted},
     )
 

@@ -5,7 +5,8 @@ The one place that knows how `acc`, `acc_norm` and `score` are computed (ARCHITE
 - the log-likelihood of a continuation is the sum of its tokens' log-probabilities given the context,
   tokenized as lm-eval's `HFLM._encode_pair` does (trailing whitespace of the context moves into the
   continuation; the continuation's tokens are those of `context + continuation` after the context's
-  own tokens; no special tokens; an empty context becomes the BOS token, or EOS where there is none),
+  own tokens; the tokenizer's own special tokens as lm-eval 0.4.13 adds them (Gemma's BOS), none after a
+  chat template that writes BOS; an empty context becomes the BOS token, or EOS where there is none),
   truncated from the left to the model's maximum length;
 - `acc`: the choice of highest log-likelihood is gold; `acc_norm`: the same after dividing each
   log-likelihood by the character length of its choice string (without the target delimiter);
@@ -93,6 +94,7 @@ class EvalResult:
         peak_memory_mb: CUDA: peak allocated memory during scoring; CPU: peak RSS of the process (MiB).
         n_tokens: tokens fed to the model (padding excluded, a shared prefix once per batch).
         swap_seconds: time spent swapping adapters before this evaluation (set by the caller).
+        extra_metrics: further run metrics of the protocol (chain of thought: how many items yielded a letter).
     """
 
     predictions: pd.DataFrame
@@ -103,6 +105,7 @@ class EvalResult:
     peak_memory_mb: float = float("nan")
     n_tokens: int = 0
     swap_seconds: float = 0.0
+    extra_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

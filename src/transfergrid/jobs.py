@@ -98,7 +98,20 @@ def resolve_defaults(cfg: StudyConfig, study: Study) -> Study:
         cfg.model = study.model.id
     if getattr(cfg, "chat_template", False) is None:
         cfg.chat_template = study.suite.chat_template
+    if getattr(cfg, "chat_template", False):
+        _check_chat_template(study.model, known=True)
     return study
+
+
+def _check_chat_template(model: ModelSpec, tokenizer=None, known: bool = False) -> None:
+    """Refuse an evaluation with the chat template on for a model that has none: before loading it where
+    that is known (the built-in base model), else once its tokenizer is loaded."""
+    from transfergrid.gguf_models import REAL_MODELS
+
+    real = REAL_MODELS.get(model.id.removeprefix("builtin:")) if model.id.startswith("builtin:") else None
+    lacks = (real is not None and not real.chat_template) if known else not getattr(tokenizer, "chat_template", None)
+    if lacks:
+        raise ValueError(f"model {model.id} has no chat template (a base model); evaluate it with --chat_template false")
 
 
 def _data_version(suite: Suite, tasks) -> dict:
@@ -197,6 +210,8 @@ def run_baseline(
 
 def _score(study: Study, cfg: EvalConfig, model, tokenizer, progress: str):
     """Evaluate `model` on the study's cells with the configured protocol (log-likelihood or CoT)."""
+    if cfg.chat_template:
+        _check_chat_template(study.model, tokenizer)
     if cfg.protocol == "cot":
         from transfergrid.cot import generate_cells
 
@@ -222,7 +237,7 @@ def _log_evaluation(run: writer.RunWriter, result) -> None:
         {
             "eval/items_per_second": result.items_per_second, "eval/seconds": result.seconds,
             "eval/tokens_per_second": result.tokens_per_second, "eval/peak_memory_mb": result.peak_memory_mb,
-            "eval/adapter_swap_seconds": result.swap_seconds,
+            "eval/adapter_swap_seconds": result.swap_seconds, **result.extra_metrics,
         }
     )
     run.log_dataframe(result.predictions, names.PREDICTIONS_ARTIFACT)

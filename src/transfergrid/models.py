@@ -63,7 +63,7 @@ def builtin_models() -> dict[str, ModelSpec]:
 def infer_size_b(model_id: str) -> float | None:
     """Parameter count (billions) parsed from the name: its first `<number>B` or `<number>M` token
     (SPEC 1.4; `smollm2-135m` is 0.135), None when the name states no size."""
-    match = re.search(r"(?<![a-zA-Z])(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])", model_id.replace("\\", "/").split("/")[-1])
+    match = re.search(r"(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])", model_id.replace("\\", "/").split("/")[-1])
     if not match:
         return None
     value = float(match.group(1))
