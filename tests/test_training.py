@@ -192,7 +192,9 @@ def test_trainer_arguments_are_the_paper_recipe_on_cpu(tmp_path):
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.save_total_limit == 3
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
     assert args.logging_steps == 1 and args.report_to == [] and args.disable_tqdm
-    assert args.max_length is None and not args.packing and args.padding_free  # flattened batches, no padding
+    assert args.max_length is None and not args.packing and not args.padding_free  # dynamic padding
+    assert training.sft_config(TrainConfig(padding_free=True), seed=1, output_dir=tmp_path, progress=False,
+                               cuda=False).padding_free
     assert not args.bf16 and args.use_cpu and not args.gradient_checkpointing and not args.auto_find_batch_size
     assert Path(args.output_dir) == tmp_path / "checkpoints"
 
@@ -292,13 +294,12 @@ def test_labels_reaching_the_model_are_exactly_ours(trained, tokenizer):
     answer_ids = set(tokenizer.convert_tokens_to_ids([f"Ġ{letter}" for letter in "ABCD"]))
     seen = set()
     for batch in batches:
-        # padding-free: the examples flattened into one row, no padding token at all
-        assert batch["position_ids"] is not None and batch["input_ids"].shape[0] == 1
-        assert batch["input_ids"].shape[1] == sum(len(ids) for ids, _ in batch["examples"])
-        assert len(batch["examples"]) <= TRAIN.batch_size
-        for ids, labels in batch["examples"]:
-            key = tuple(ids)
+        assert batch["position_ids"] is None  # dynamic padding (the default): padded to the longest in the batch
+        assert batch["input_ids"].shape[1] == max(len(ids) for ids, _ in batch["examples"])
+        for row, (ids, labels) in zip(batch["input_ids"].tolist(), batch["examples"]):
+            key, n = tuple(ids), len(ids)
             assert key in ours and labels == ours[key]  # our labels, untouched, no EOS appended
+            assert row[n:] == [tokenizer.pad_token_id] * (len(row) - n)
             loss_tokens = [t for t in labels if t != IGNORE_INDEX]
             assert len(loss_tokens) == 1 and loss_tokens[0] in answer_ids and loss_tokens[0] == ids[-1]
             assert tokenizer.eos_token_id not in ids
@@ -433,12 +434,11 @@ def test_padding_free_batches_give_the_losses_and_gradients_of_dynamic_padding(t
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
     model.train()
-    args = training.sft_config(TRAIN, seed=SEED, output_dir=Path("unused"), progress=False, cuda=False)
     examples = [build_sft_example(item, FMT, tokenizer) for item in TRAIN_ITEMS[:8]]
     examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
     assert len({len(e["input_ids"]) for e in examples}) > 1  # dynamic padding pads these
     results = {}
-    for padding_free in (args.padding_free, False):
+    for padding_free in (True, False):
         batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=padding_free)(examples)
         assert ("attention_mask" in batch) != padding_free
         model.zero_grad()
@@ -449,3 +449,20 @@ def test_padding_free_batches_give_the_losses_and_gradients_of_dynamic_padding(t
     (free_loss, free_grads), (padded_loss, padded_grads) = results[True], results[False]
     assert free_loss == pytest.approx(padded_loss, abs=1e-5)
     torch.testing.assert_close(free_grads, padded_grads, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_padding_free_option_trains_on_flattened_batches_with_the_same_losses(tokenizer, tmp_path):
+    """`padding_free: true`: the trainer feeds one flattened row per batch, every example alone in it."""
+    import dataclasses
+
+    model = new_model(tokenizer)
+    recorder = Recorder(probe_ids(tokenizer))
+    train = dataclasses.replace(TRAIN, num_epochs=1, padding_free=True)
+    training.train_adapter(model, tokenizer, TRAIN_ITEMS, VALIDATION_ITEMS, FMT, LORA, train, seed=SEED,
+                           output_dir=tmp_path, progress=False, callbacks=[recorder])
+    assert recorder.batches
+    for batch in recorder.batches:
+        assert batch["position_ids"] is not None and batch["input_ids"].shape[0] == 1
+        assert batch["input_ids"].shape[1] == sum(len(ids) for ids, _ in batch["examples"])  # no padding token
+        assert batch["loss"] == pytest.approx(batch["reference_loss"], abs=1e-5)

@@ -62,6 +62,9 @@ class TrainConfig:
     batch_size: int = 8
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # speed only (equal losses): a batch's examples flattened into one row with per-example position ids
+    # instead of padded to the longest; slower than padding on CPU sdpa, for flash-attention GPUs
+    padding_free: bool = False
 
     def __post_init__(self) -> None:
         for name in ("learning_rate", "num_epochs", "batch_size"):
