@@ -194,6 +194,7 @@ def timed_pair(model, tokenizer, requests, batch_size, repeats, min_seconds=2.0)
 
 
 REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+REAL_FORMATS = ("letters", "texts", "priming")
 # country, capital, continent, language: the facts the real-weight items are written from
 FACTS = [
     ("France", "Paris", "Europe", "French"), ("Germany", "Berlin", "Europe", "German"),
@@ -304,13 +305,13 @@ def real_rows(args) -> list[dict]:
         chats = (False, True) if tokenizer.chat_template else (False,)
         reference = {}
         if "float32" not in args.dtypes:  # the float32 reference, untimed, before the weights are rounded
-            for kind in ("letters", "texts", "priming"):
+            for kind in args.formats:
                 for chat in chats:
                     requests = real_requests(tokenizer, kind, counts[kind], chat)
                     reference[kind, chat], _ = run_lmeval(model, tokenizer, requests, args.batch_size)
         for dtype in args.dtypes:
             model = model.to(getattr(torch, dtype))
-            for kind in ("letters", "texts", "priming"):
+            for kind in args.formats:
                 for chat in chats:
                     requests = real_requests(tokenizer, kind, counts[kind], chat)
                     run_transfergrid(model, tokenizer, requests[:2], args.batch_size)  # warm-up both
@@ -357,6 +358,8 @@ def main(argv=None) -> int:
                         help="items per real-weight row (letters, option texts; a quarter of it for the priming)")
     parser.add_argument("--dtypes", type=lambda text: text.split(","), default=["float32", "bfloat16"],
                         help="real-weight rows' dtypes (float32,bfloat16); bfloat16 alone computes its float32 reference untimed")
+    parser.add_argument("--formats", type=lambda text: text.split(","), default=list(REAL_FORMATS),
+                        help=f"real-weight rows' formats (default: {','.join(REAL_FORMATS)})")
     parser.add_argument("--models", type=lambda text: text.split(","), default=list(REAL_MODELS),
                         help=f"real models, comma-separated (default: {','.join(REAL_MODELS)})")
     args = parser.parse_args(argv)
@@ -366,6 +369,9 @@ def main(argv=None) -> int:
         for name in args.models:
             if name not in REAL_MODELS:
                 parser.error(f"unknown real model {name!r}; valid: {', '.join(REAL_MODELS)}")
+        for kind in args.formats:
+            if kind not in REAL_FORMATS:
+                parser.error(f"unknown format {kind!r}; valid: {', '.join(REAL_FORMATS)}")
         for dtype in args.dtypes:
             if dtype not in ("float32", "bfloat16", "float16"):
                 parser.error(f"unknown dtype {dtype!r}; valid: float32, bfloat16, float16")
@@ -377,7 +383,7 @@ def main(argv=None) -> int:
             _common.append_results(
                 "eval_vs_lmeval, real weights: transfergrid vs lm-eval 0.4.13 in float32 and bfloat16 (CPU)",
                 f"python benchmarks/eval_vs_lmeval.py --real --real-items {args.real_items} --batch-size "
-                f"{args.batch_size} --repeats {args.repeats} --models {','.join(args.models)} --dtypes {','.join(args.dtypes)}",
+                f"{args.batch_size} --repeats {args.repeats} --models {','.join(args.models)} --dtypes {','.join(args.dtypes)} --formats {','.join(args.formats)}",
                 table, f"Goal (3x, or 90% of the bound where it is under 3.33x; float32: identical predictions; "
                 f"bfloat16: agreement with float32 at least lm-eval's): {'met on every row' if not missed else 'NOT met on'}"
                 + "".join(f"\n- {r['model']} {r['dtype']}, {r['format']}, chat {r['chat']}: {r['ratio']} of a "

@@ -87,8 +87,8 @@ class EvalConfig:
 
     eval_batch_size: int = 32
     chat_template: bool | None = None  # None: the suite's default (paper: on, as lm-eval --apply_chat_template)
-    # lm-eval's computation (one sequence per option text, no shared prefix): its bf16/fp16 numbers bit
-    # for bit, slower; off: option texts packed and shared prefixes run once in every precision
+    # lm-eval's computation (one sequence per option text, no shared prefix), for its bf16/fp16 kernels
+    # (log-probabilities stay float32); slower. Off: option texts packed, shared prefixes run once
     exact_scoring: bool = False
     protocol: str = "loglikelihood"  # loglikelihood (lm-eval multiple_choice) | cot (generate, extract the letter)
     cot_prompt: str = DEFAULT_COT_PROMPT  # appended after the lettered options in the cot protocol

@@ -236,7 +236,7 @@ def evaluate_cells(
         chat_template: put the prompt in a chat user turn, as lm-eval's `--apply_chat_template`.
         limit: keep only the first `limit` items of each cell (None: all).
         progress: show a progress bar (a string is its description).
-        exact: score as lm-eval computes (see `score_requests`), e.g. for its bf16 numerics bit for bit.
+        exact: score as lm-eval computes (see `score_requests`), e.g. for its bf16 kernels' rounding.
 
     Returns:
         The per-item predictions, per-cell metrics, timing and throughput.
