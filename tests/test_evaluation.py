@@ -279,10 +279,10 @@ def test_peft_lora_at_init_gives_base_logliks(model, tokenizer):
 def test_bf16_model_scores_in_float32(model, tokenizer):
     requests = requests_of(FakeSuite(n_items=4), OPTIONS, tokenizer)
     half = build_tiny_llama(len(tokenizer), seed=0).to(torch.bfloat16)
-    got = score_requests(half, tokenizer, requests, batch_size=4, progress=False)
+    got = score_requests(half, tokenizer, requests, batch_size=4, progress=False, exact=True)
     expected = [reference_logliks(half, tokenizer, r) for r in requests]
     assert all(isinstance(v, float) for row in got for v in row)
-    # A bf16 log-softmax would be off by ~0.05 per token; batch shapes change bf16 logits by far less.
+    # The same sequences as the reference (exact): a bf16 log-softmax would be off by ~0.05 per token; batch shapes change bf16 logits by far less.
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-2, rtol=0)
 
 
@@ -432,3 +432,58 @@ def test_sliding_window_models_pack_and_share_only_within_the_window(tokenizer, 
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4, rtol=0)
     _, whole = fed_tokens(gemma, tokenizer, requests, 6, fast_path=False)
     assert (fed < whole / 2) if window == 512 else (fed > whole / 2)  # packed and shared only within the window
+
+
+def one_sequence_tokens(tokenizer, requests) -> int:
+    """Tokens lm-eval feeds: one sequence per distinct (context + continuation)[:-1] (its caches run choices
+    that differ only in their last token, answer letters, and repeated sequences once)."""
+    distinct = {tuple(context + ids[:-1]) for context, continuations in evaluation.encode_requests(tokenizer, requests)
+                for ids in continuations}
+    return sum(map(len, distinct))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_reduced_precision_packs_shares_and_stays_close_to_float32(model, tokenizer, dtype):
+    """bf16/fp16 take the fast paths (packing, shared prefixes) and stay as close to a float32 reference
+    of the same weights as the one-sequence-per-choice computation does, with the same predictions."""
+    requests = primed_requests(tokenizer, n_items=6) + mixed_requests(tokenizer, n_items=4)
+    reference, _ = fed_tokens(model, tokenizer, requests, 6, exact=True)
+    half = build_tiny_llama(len(tokenizer), seed=0).to(dtype)
+    fast, fed_fast = fed_tokens(half, tokenizer, requests, 6)
+    exact, fed_exact = fed_tokens(half, tokenizer, requests, 6, exact=True)
+    assert fed_exact == one_sequence_tokens(tokenizer, requests)
+    assert fed_fast < fed_exact / 2  # texts packed, primings run once per batch
+    drift_fast = np.max(np.abs(np.concatenate(fast) - np.concatenate(reference)))
+    drift_exact = np.max(np.abs(np.concatenate(exact) - np.concatenate(reference)))
+    assert drift_fast <= max(1.5 * drift_exact, 1e-3), (drift_fast, drift_exact)
+    agree = lambda got: sum(predict(g, [1] * len(g)) == predict(r, [1] * len(r)) for g, r in zip(got, reference))  # noqa: E731
+    assert agree(fast) >= agree(exact)
+
+
+def test_exact_scoring_takes_lm_evals_one_sequence_path(model, tokenizer):
+    """The `exact_scoring` switch, from the configuration to the scorer: one sequence per option text and
+    no shared prefix in any precision, the numbers of the plain reference."""
+    from transfergrid import jobs
+    from transfergrid.config import BaselineConfig, load_config
+
+    suite = FakeSuite(n_items=4)
+    suite.tasks["options"] = TaskSpec("options", ("xx", "yy"), TEXT_FORMAT, PromptFormat(
+        template=PRIMINGS[0] + TEXT_FORMAT.template, target="text"))
+    cells = [OPTIONS, LETTERS]
+    requests = requests_of(suite, OPTIONS, tokenizer) + requests_of(suite, LETTERS, tokenizer)
+    suite.chat_template = False
+    study = jobs.Study("unused", "0", suite, None, cells)
+    half = build_tiny_llama(len(tokenizer), seed=0).to(torch.bfloat16)
+    for net in (model, half):
+        # batch size 1: bf16 rounding then depends on the sequences alone, not on their batch's padding
+        fast = jobs._score(study, load_config(BaselineConfig, ["--eval_batch_size", "1"]), net, tokenizer, progress=False)
+        cfg = load_config(BaselineConfig, ["--exact_scoring", "true", "--eval_batch_size", "1"])
+        exact = jobs._score(study, cfg, net, tokenizer, progress=False)
+        assert exact.n_tokens == one_sequence_tokens(tokenizer, requests) > 2 * fast.n_tokens
+        expected = [reference_logliks(net, tokenizer, r) for r in requests]
+        np.testing.assert_allclose(np.concatenate(exact.predictions["loglik"].tolist()), np.concatenate(expected),
+                                   atol=1e-4, rtol=0)
+    # its runs are told apart from fast-path ones; runs recorded before the switch keep their keys
+    default, switched = load_config(BaselineConfig, []), load_config(BaselineConfig, ["--exact_scoring", "true"])
+    assert "exact_scoring" not in jobs._eval_payload(study, default)
+    assert jobs._eval_payload(study, switched) == {**jobs._eval_payload(study, default), "exact_scoring": True}

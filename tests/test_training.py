@@ -80,6 +80,16 @@ def adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(Path(adapter_dir) / "adapter_model.safetensors")
 
 
+def split_batch(ids, labels, position_ids=None, attention_mask=None):
+    """The (input ids, labels) of each example of a batch: a padding-free batch (one row, the examples
+    one after another, each restarting its position ids at 0) or a padded one (attention mask)."""
+    if position_ids is not None and attention_mask is None:
+        assert ids.shape[0] == 1
+        starts = (position_ids[0] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
+        return [(ids[0, a:b], labels[0, a:b]) for a, b in zip(starts, starts[1:])]
+    return [(ids[i, :n], labels[i, :n]) for i, n in enumerate(attention_mask.sum(dim=1).tolist())]
+
+
 class Recorder(TrainerCallback):
     """Records every batch that reaches the PEFT model, and the trained model's logits at the end.
 
@@ -99,23 +109,24 @@ class Recorder(TrainerCallback):
     def _hook(self, module, args, kwargs, output):
         if self._busy or kwargs.get("labels") is None:
             return
+        ids, labels = kwargs["input_ids"], kwargs["labels"]
+        examples = split_batch(ids, labels, kwargs.get("position_ids"), kwargs.get("attention_mask"))
         self._busy = True
-        try:
-            full = logits(module, kwargs["input_ids"])
+        try:  # each example alone, unpadded: the loss the batch must give
+            per_example = [(logits(module, e_ids[None])[0], e_labels) for e_ids, e_labels in examples]
         finally:
             self._busy = False
-        labels = kwargs["labels"]
-        reference = torch.nn.functional.cross_entropy(
-            full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-        )
+        total = sum(torch.nn.functional.cross_entropy(full[:-1], lab[1:], ignore_index=IGNORE_INDEX, reduction="sum")
+                    for full, lab in per_example)
+        count = sum(int((lab[1:] != IGNORE_INDEX).sum()) for _, lab in per_example)
         self.batches.append(
             {
                 "training": module.training,
-                "input_ids": kwargs["input_ids"].clone(),
-                "attention_mask": kwargs["attention_mask"].clone(),
-                "labels": labels.clone(),
+                "input_ids": ids.clone(),
+                "position_ids": None if kwargs.get("position_ids") is None else kwargs["position_ids"].clone(),
+                "examples": [(e_ids.tolist(), e_labels.tolist()) for e_ids, e_labels in examples],
                 "loss": float(output.loss.detach()),
-                "reference_loss": float(reference),
+                "reference_loss": float(total / count),
             }
         )
 
@@ -181,7 +192,9 @@ def test_trainer_arguments_are_the_paper_recipe_on_cpu(tmp_path):
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.save_total_limit == 3
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
     assert args.logging_steps == 1 and args.report_to == [] and args.disable_tqdm
-    assert args.max_length is None and not args.packing and not args.padding_free
+    assert args.max_length is None and not args.packing and not args.padding_free  # dynamic padding
+    assert training.sft_config(TrainConfig(padding_free=True), seed=1, output_dir=tmp_path, progress=False,
+                               cuda=False).padding_free
     assert not args.bf16 and args.use_cpu and not args.gradient_checkpointing and not args.auto_find_batch_size
     assert Path(args.output_dir) == tmp_path / "checkpoints"
 
@@ -281,17 +294,17 @@ def test_labels_reaching_the_model_are_exactly_ours(trained, tokenizer):
     answer_ids = set(tokenizer.convert_tokens_to_ids([f"Ġ{letter}" for letter in "ABCD"]))
     seen = set()
     for batch in batches:
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        assert batch["input_ids"].shape[1] == max(lengths)  # dynamic padding to the longest in the batch
-        for ids, labels, n in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), lengths):
-            key = tuple(ids[:n])
-            assert key in ours and labels[:n] == ours[key]  # our labels, untouched, no EOS appended
-            assert ids[n:] == [tokenizer.pad_token_id] * (len(ids) - n) and set(labels[n:]) <= {IGNORE_INDEX}
+        assert batch["position_ids"] is None  # dynamic padding (the default): padded to the longest in the batch
+        assert batch["input_ids"].shape[1] == max(len(ids) for ids, _ in batch["examples"])
+        for row, (ids, labels) in zip(batch["input_ids"].tolist(), batch["examples"]):
+            key, n = tuple(ids), len(ids)
+            assert key in ours and labels == ours[key]  # our labels, untouched, no EOS appended
+            assert row[n:] == [tokenizer.pad_token_id] * (len(row) - n)
             loss_tokens = [t for t in labels if t != IGNORE_INDEX]
-            assert len(loss_tokens) == 1 and loss_tokens[0] in answer_ids and loss_tokens[0] == ids[n - 1]
-            assert tokenizer.eos_token_id not in ids[:n]
+            assert len(loss_tokens) == 1 and loss_tokens[0] in answer_ids and loss_tokens[0] == ids[-1]
+            assert tokenizer.eos_token_id not in ids
             seen.add(key)
-        # the loss the trainer optimises is the cross-entropy over exactly these labels
+        # the loss the trainer optimises is the cross-entropy over exactly these labels, each example alone
         assert batch["loss"] == pytest.approx(batch["reference_loss"], abs=1e-5)
     assert len(seen) == len(ITEMS)
 
@@ -375,3 +388,81 @@ def test_lora_targets_skip_the_vision_tower_of_a_multimodal_model():
     adapted = {name.rpartition(".lora_A")[0] for name, _ in wrapped.named_modules() if name.endswith("lora_A")}
     assert adapted == {"language_model.layer.q_proj", "language_model.layer.v_proj"}
     assert training.to_peft_config(LoraConfig()).target_modules == set(LoraConfig().target_modules)  # text-only: the list
+
+
+def gemma3_sliding(tokenizer, window: int):
+    """A tiny random Gemma-3-style text model (sliding + full attention layers), sdpa."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=window, max_position_embeddings=256,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    return Gemma3ForCausalLM(config)
+
+
+def gemma3_multimodal(tokenizer, window: int):
+    """A tiny random Gemma-3 with a vision tower (how google/gemma-3-4b-it loads), text-only batches."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
+
+    text = gemma3_sliding(tokenizer, window).config
+    text.vocab_size = len(tokenizer) + 1  # the image token
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=len(tokenizer),
+                          attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return Gemma3ForConditionalGeneration(config)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding-window-4", "gemma3-multimodal"])
+def test_padding_free_batches_give_the_losses_and_gradients_of_dynamic_padding(tokenizer, arch):
+    """The trainer's padding-free batches (examples flattened into one row, position ids restarting at 0)
+    give the same loss and LoRA gradients as dynamic padding: no example attends to another, also in
+    sliding-window layers whose window is shorter than the examples and in Gemma-3 loaded with its vision tower."""
+    import peft
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    builders = {"llama": lambda: new_model(tokenizer), "gemma3-sliding-window-4": lambda: gemma3_sliding(tokenizer, 4),
+                "gemma3-multimodal": lambda: gemma3_multimodal(tokenizer, 4)}
+    base = builders[arch]()
+    model = peft.get_peft_model(base, training.to_peft_config(LORA, base))
+    for name, p in model.named_parameters():  # LoRA B is zero at init: give the gradients something to differ in
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    model.train()
+    examples = [build_sft_example(item, FMT, tokenizer) for item in TRAIN_ITEMS[:8]]
+    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
+    assert len({len(e["input_ids"]) for e in examples}) > 1  # dynamic padding pads these
+    results = {}
+    for padding_free in (True, False):
+        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=padding_free)(examples)
+        assert ("attention_mask" in batch) != padding_free
+        model.zero_grad()
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.grad is not None])
+        results[padding_free] = (float(loss.detach()), grads)
+    (free_loss, free_grads), (padded_loss, padded_grads) = results[True], results[False]
+    assert free_loss == pytest.approx(padded_loss, abs=1e-5)
+    torch.testing.assert_close(free_grads, padded_grads, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_padding_free_option_trains_on_flattened_batches_with_the_same_losses(tokenizer, tmp_path):
+    """`padding_free: true`: the trainer feeds one flattened row per batch, every example alone in it."""
+    import dataclasses
+
+    model = new_model(tokenizer)
+    recorder = Recorder(probe_ids(tokenizer))
+    train = dataclasses.replace(TRAIN, num_epochs=1, padding_free=True)
+    training.train_adapter(model, tokenizer, TRAIN_ITEMS, VALIDATION_ITEMS, FMT, LORA, train, seed=SEED,
+                           output_dir=tmp_path, progress=False, callbacks=[recorder])
+    assert recorder.batches
+    for batch in recorder.batches:
+        assert batch["position_ids"] is not None and batch["input_ids"].shape[0] == 1
+        assert batch["input_ids"].shape[1] == sum(len(ids) for ids, _ in batch["examples"])  # no padding token
+        assert batch["loss"] == pytest.approx(batch["reference_loss"], abs=1e-5)

@@ -65,6 +65,9 @@ class TrainConfig:
     batch_size: int = 8
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # speed only (equal losses): a batch's examples flattened into one row with per-example position ids
+    # instead of padded to the longest; slower than padding on CPU sdpa, for flash-attention GPUs
+    padding_free: bool = False
 
     def __post_init__(self) -> None:
         for name in ("learning_rate", "num_epochs", "batch_size"):
@@ -87,6 +90,9 @@ class EvalConfig:
 
     eval_batch_size: int = 32
     chat_template: bool | None = None  # None: the suite's default (paper: on, as lm-eval --apply_chat_template)
+    # lm-eval's computation (one sequence per option text, no shared prefix), for its bf16/fp16 kernels
+    # (log-probabilities stay float32); slower. Off: option texts packed, shared prefixes run once
+    exact_scoring: bool = False
     protocol: str = "loglikelihood"  # loglikelihood (lm-eval multiple_choice) | cot (generate, extract the letter)
     cot_prompt: str = DEFAULT_COT_PROMPT  # appended after the lettered options in the cot protocol
     cot_max_new_tokens: int = 256

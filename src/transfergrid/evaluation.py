@@ -20,13 +20,22 @@ When the continuations are texts, the item is ONE packed sequence: the context o
 choice's tokens as a block that attends to the context and to itself only (a block-diagonal 4D
 attention mask) with the position ids it would have after the context alone; in float32 this gives
 the same log-likelihoods as one sequence per choice up to rounding (~1e-6). Items whose choices would
-be truncated, half-precision models and flash-attention kernels fall back to one sequence per choice.
+be truncated and flash-attention kernels (no custom mask) fall back to one sequence per choice.
 Across items, rows that share a long prefix (TruthfulQA's 6-pair priming, a chat system prompt, an
 instruction: at least `SHARED_PREFIX_MIN` tokens) are batched together and that prefix runs once per
 batch: its keys and values are computed for one row and repeated over the batch (a KV cache), and
-only the rest of each row runs (float32 models with sdpa or eager attention, as packing; rounding
-~1e-5). The tokenization of a cell is cached per (tokenizer, suite, cell, split, format, chat
-template, limit), so a second model (e.g. another adapter) on the same cells skips it.
+only the rest of each row runs (sdpa or eager attention, as packing; rounding ~1e-5 in float32).
+The tokenization of a cell is cached per (tokenizer, suite, cell, split, format, chat template,
+limit), so a second model (e.g. another adapter) on the same cells skips it.
+
+Reduced precision (bfloat16, float16): packing and prefix sharing run as in float32. Their kernels
+round differently from one sequence per choice (a masked instead of a causal attention, a prefix
+computed apart), so the log-likelihoods differ from lm-eval's by bf16 rounding, as lm-eval's own
+bf16 numbers differ from float32; measured against a float32 reference on the same items, the fast
+path agrees with it as often as lm-eval in bf16 does (`benchmarks/eval_vs_lmeval.py`). `exact=True`
+(`exact_scoring` in the configuration) keeps lm-eval's computation instead: one sequence per
+(context, option text), no shared prefix (answer letters still take one forward pass per item, as
+lm-eval's one-token cache does).
 
 Throughput (`EvalResult`): items/s and tokens/s (tokens fed to the model) over the whole evaluation;
 peak memory is `torch.cuda.max_memory_allocated` on CUDA (reset before scoring) and, on CPU, the
@@ -130,6 +139,7 @@ def score_requests(
     fast_path: bool = True,
     encoded: Sequence[tuple[list[int], list[list[int]]]] | None = None,
     stats: dict | None = None,
+    exact: bool = False,
 ) -> list[list[float]]:
     """Log-likelihood of every continuation of every request, lm-eval style.
 
@@ -150,6 +160,8 @@ def score_requests(
         encoded: the requests' token ids as `encode_requests` returns them (computed when None).
         stats: if given, receives `n_tokens` (tokens fed, padding excluded, a shared prefix counted
             once per batch) and `n_sequences`.
+        exact: lm-eval's computation in any precision: option texts one sequence per choice and no
+            shared prefix (letters still one forward pass per item, as lm-eval's one-token cache).
 
     Returns:
         Per request, the log-likelihood of each continuation, in order.
@@ -162,7 +174,7 @@ def score_requests(
     if encoded is None:
         encoded = encode_requests(tokenizer, requests)
     results = [[0.0] * len(request.continuations) for request in requests]
-    share = fast_path and _can_pack(model)
+    share = fast_path and not exact and _can_pack(model)
     window = _sliding_window(model)
     rows = _plan_rows(encoded, _max_length(model, tokenizer), fast_path, pack=share, pack_limit=window)
     rows = _merge_identical(rows) if fast_path else rows
@@ -208,6 +220,7 @@ def evaluate_cells(
     chat_template: bool = False,
     limit: int | None = None,
     progress: bool | str = True,
+    exact: bool = False,
 ) -> EvalResult:
     """Score a model on the items of `cells` and compute lm-eval's metrics per cell (SPEC 1.6).
 
@@ -223,6 +236,7 @@ def evaluate_cells(
         chat_template: put the prompt in a chat user turn, as lm-eval's `--apply_chat_template`.
         limit: keep only the first `limit` items of each cell (None: all).
         progress: show a progress bar (a string is its description).
+        exact: score as lm-eval computes (see `score_requests`), e.g. for its bf16 kernels' rounding.
 
     Returns:
         The per-item predictions, per-cell metrics, timing and throughput.
@@ -250,7 +264,7 @@ def evaluate_cells(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     logliks = score_requests(
-        model, tokenizer, requests, batch_size=batch_size, progress=progress, encoded=encoded, stats=stats
+        model, tokenizer, requests, batch_size=batch_size, progress=progress, encoded=encoded, stats=stats, exact=exact
     )
     predictions = _predictions_frame(keys, requests, logliks)
     metrics = {cell: _cell_metrics(predictions, cell, suite.tasks[cell.task].has_acc_norm) for cell in cells}
@@ -641,14 +655,12 @@ def _attention_implementation(model) -> str | None:
 
 
 def _can_pack(model) -> bool:
-    """Whether option texts are packed: float32 weights and an attention taking a 4D mask (sdpa, eager).
+    """Whether option texts are packed and prefixes shared: an attention taking a 4D mask (sdpa, eager).
 
-    In bfloat16 the masked kernel rounds differently from the causal one by up to ~0.02 nats per
-    choice (measured on the test model), enough to flip near-ties, so half precision keeps one
-    sequence per choice; flash-attention kernels take no custom mask.
+    Flash-attention kernels take no custom mask. Any dtype: in bf16/fp16 the masked kernel rounds
+    differently from the causal one (see the module docstring for the standard that holds there).
     """
-    float32 = model.get_input_embeddings().weight.dtype == torch.float32
-    return float32 and _attention_implementation(model) in ("sdpa", "eager")
+    return _attention_implementation(model) in ("sdpa", "eager")
 
 
 def _sliding_window(model) -> int | None:

@@ -137,6 +137,8 @@ def _eval_payload(study: Study, cfg: EvalConfig) -> dict:
         "limit": cfg.limit,
         **_data_version(study.suite, {c.task for c in study.cells}),
     }
+    if cfg.exact_scoring:  # changes reduced-precision rounding; off keeps the keys of runs recorded before it
+        payload["exact_scoring"] = True
     if cfg.protocol != "loglikelihood":  # the original protocol keeps its keys (runs recorded before CoT existed)
         payload |= {"protocol": cfg.protocol, "cot_prompt": cfg.cot_prompt, "cot_max_new_tokens": cfg.cot_max_new_tokens}
     return payload
@@ -228,7 +230,7 @@ def _score(study: Study, cfg: EvalConfig, model, tokenizer, progress: str):
 
     return evaluate_cells(
         model, tokenizer, study.suite, study.cells, batch_size=cfg.eval_batch_size,
-        chat_template=cfg.chat_template, limit=cfg.limit, progress=progress,
+        chat_template=cfg.chat_template, limit=cfg.limit, progress=progress, exact=cfg.exact_scoring,
     )
 
 

@@ -169,7 +169,10 @@ def sft_config(train: TrainConfig, *, seed: int, output_dir: Path, progress: boo
         report_to="none",  # we log to MLflow ourselves (on_log); no stray runs from transformers' callback
         max_length=None,  # examples are truncated by build_sft_example (left, SPEC 1.5); TRL must not re-truncate
         packing=False,
-        padding_free=False,  # pad to the longest example of each batch (the collator's dynamic padding)
+        # Default: pad to the longest example of each batch (dynamic padding). `padding_free`: the examples
+        # flattened into one row with per-example position ids; transformers' masks keep each example to
+        # itself, so the losses are equal; on CPU sdpa it measured slower (benchmarks/sft_padding.py).
+        padding_free=train.padding_free,
         bf16=cuda,
         use_cpu=not cuda,
         # The paper's HF default (off). transformers 5 renamed `gradient_checkpointing` (TRL's default: True).
