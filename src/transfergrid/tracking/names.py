@@ -32,6 +32,8 @@ EVAL_PROTOCOL = "eval_protocol"  # on baseline/evaluate runs: loglikelihood | co
 OPTUNA_STUDY = "optuna_study"  # on runs of queued jobs and ablation trials: the Optuna study name
 OPTUNA_TRIAL = "optuna_trial_number"  # ... and the trial number
 OPTUNA_STORAGE = "optuna_storage"  # on grid/ablation runs: the storage URL, password masked
+HOST = "host"  # the machine whose process wrote the run (with PID: a rerun tells an abandoned run from a live one)
+PID = "pid"
 IMPORTED_FROM = "imported_from"  # on runs made by `import_results`: "<file name> sha256:<hash>"
 
 KINDS = ("baseline", "finetune", "evaluate", "ablation", "grid", "analysis")

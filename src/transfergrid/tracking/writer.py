@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import tempfile
 import time
 import traceback
@@ -18,6 +19,7 @@ from typing import Iterator, Mapping
 
 import yaml
 
+from transfergrid import stopping
 from transfergrid.grid import Cell
 from transfergrid.redact import redact
 from transfergrid.tracking import names
@@ -46,8 +48,10 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     With a `sqlite:///path/mlflow.db` store, artifacts go to `path/../mlartifacts` (absolute), not
     to `./mlruns` relative to whatever directory the experiment happened to be created from.
     """
+    from transfergrid.claims import retry_first_use
+
     client = _client(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
+    experiment = retry_first_use(lambda: client.get_experiment_by_name(name), f"tracking store {redact(tracking_uri)}")
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             raise ValueError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
@@ -176,7 +180,8 @@ def open_run(
     if kind not in names.KINDS:
         raise ValueError(f"unknown run kind {kind!r}; valid kinds: {', '.join(names.KINDS)}")
     client = _client(tracking_uri)
-    all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, **tags}
+    all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, names.HOST: socket.gethostname(),
+                names.PID: os.getpid(), **tags}
     if parent_run_id:
         all_tags[names.PARENT_RUN_ID] = parent_run_id
     if adopt_run_id:
@@ -191,17 +196,31 @@ def open_run(
     try:
         yield writer
     except BaseException as error:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        reason = f"{type(error).__name__}: {error}"
-        try:
-            writer.set_tags({names.FAILURE_REASON: reason})
-            writer.log_text("".join(traceback.format_exception(error)), "error.txt")
-            client.set_terminated(run_id, status=status)
-        except Exception:  # the store itself may be what failed; never mask the original error
-            logger.exception("could not mark run %s as %s", run_id, status)
+        end_failed(client, run_id, error)
         raise
     client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
     logger.info("%s run %s finished", kind, run_id)
+
+
+def end_failed(client, run_id: str, error: BaseException) -> None:
+    """End a run after `error`: KILLED on a stop signal or Ctrl-C, else FAILED; the reason in `failure_reason`.
+
+    The status is set first: when the artifact store is what failed (read-only, full, unreachable), the run
+    still ends. Then, as far as the stores allow, the reason tag and the traceback (`error.txt`).
+    """
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    writer = RunWriter(client, run_id)
+    try:
+        client.set_terminated(run_id, status=status)
+        writer.set_tags({names.FAILURE_REASON: stopping.reason(error)})
+    except Exception:  # the store itself may be what failed; never mask the original error
+        logger.exception("could not mark run %s as %s", run_id, status)
+        return
+    try:
+        writer.log_text("".join(traceback.format_exception(error)), "error.txt")
+    except Exception as artifact_error:  # the artifact store failed: the run is ended all the same
+        logger.warning("run %s ended %s; its traceback could not be stored as error.txt: %s", run_id, status,
+                       redact(f"{type(artifact_error).__name__}: {artifact_error}"))
 
 
 def log_run(
@@ -236,8 +255,8 @@ def log_run(
             client.log_batch(run_id, metrics=batch[i : i + _METRIC_BATCH])
     except BaseException as error:
         try:
-            client.set_tag(run_id, names.FAILURE_REASON, _clean(f"{type(error).__name__}: {error}"))
             client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            client.set_tag(run_id, names.FAILURE_REASON, _clean(stopping.reason(error)))
         except Exception:  # the store itself may be what failed; never mask the original error
             logger.exception("could not mark run %s as failed", run_id)
         raise
