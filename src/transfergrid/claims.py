@@ -42,12 +42,34 @@ _CREATION_RACE = ("already exists", "unique constraint failed", "duplicate key",
                   "database is locked", "duplicate entry")
 
 
-def retry_first_use(action, what: str, attempts: int = 30):
-    """`action()`, retried while another process is creating the same store's tables (a fresh store used by
-    two processes at once); any other error is raised at once."""
+@contextlib.contextmanager
+def _first_use_lock(url: str) -> Iterator[None]:
+    """On a SQLite database: one process at a time creates its tables (an exclusive `flock` of the file itself,
+    which SQLite's own locks ignore)."""
+    path = url.partition(":///")[2] if url.startswith("sqlite:///") else ""
+    if not path:
+        yield
+        return
+    import fcntl
+
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def retry_first_use(action, what: str, url: str = "", attempts: int = 30):
+    """`action()` (the first use of the store at `url`), safe when two processes create a fresh store at once:
+    serialized on SQLite, retried while another process is creating the tables elsewhere; any other error is
+    raised at once."""
     for attempt in range(attempts):
         try:
-            return action()
+            with _first_use_lock(url):
+                return action()
         except Exception as error:
             if attempt == attempts - 1 or not any(text in str(error).lower() for text in _CREATION_RACE):
                 raise

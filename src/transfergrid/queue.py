@@ -159,7 +159,7 @@ def open_storage(cfg: QueueConfig, on_stale: Callable | None = None):
         storage = retry_first_use(lambda: optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.heartbeat_interval,
             grace_period=cfg.grace_period, heartbeat_stale_trial_callback=on_stale,
-        ), f"Optuna storage {redact(url)}")
+        ), f"Optuna storage {redact(url)}", url)
     except Exception as error:  # sqlalchemy's OperationalError, a missing driver, ...
         raise ValueError(f"cannot open Optuna storage {redact(url)!r}: {redact(str(error).splitlines()[0])}") from None
     if sqlite:
@@ -407,8 +407,8 @@ def _serve(cfg: WorkerConfig, storage, execute, cache: dict) -> int:
     return done
 
 
-def _run_claimed(storage, study, trial, context: JobContext, execute, interval: float, held: set) -> None:
-    """Run a claimed trial's job; `held`: the signal mask to restore (a stop signal held back since the claim
+def _run_claimed(storage, study, trial, context: JobContext, execute, interval: float, held: bool) -> None:
+    """Run a claimed trial's job; `held`: `hold_signals`' value (a stop signal held back since the claim
     is delivered inside, and gives the job back)."""
     from optuna.trial import TrialState
 

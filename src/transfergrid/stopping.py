@@ -25,7 +25,13 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+_holding = {"on": False, "pending": None}  # hold_signals: a stop signal waits in "pending" until release_signals
+
+
 def _raise_stopped(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    if _holding["on"]:
+        _holding["pending"] = _holding["pending"] or signum
+        return
     raise Stopped(signum)
 
 
@@ -57,20 +63,19 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def hold_signals() -> set:
-    """Hold the stop signals back (they stay pending) until `release_signals`; returns the previous mask.
-
-    Around a step that must not be split (claiming a job and recording its first heartbeat).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return set()
-    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+def hold_signals() -> bool:
+    """Hold the stop signals back until `release_signals` (around a step that must not be split: claiming a
+    job and recording who runs it); returns whether they were held already (pass it to `release_signals`)."""
+    was, _holding["on"] = _holding["on"], True
+    return was
 
 
-def release_signals(previous: set) -> None:
-    """Deliver the stop signals held back by `hold_signals` (a pending one raises `Stopped` right here)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+def release_signals(was_held: bool = False) -> None:
+    """End `hold_signals`: a stop signal that came meanwhile raises `Stopped` here."""
+    _holding["on"] = was_held
+    if not was_held and (signum := _holding["pending"]):
+        _holding["pending"] = None
+        raise Stopped(signum)
 
 
 def die_with_parent() -> None:

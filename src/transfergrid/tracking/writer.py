@@ -50,8 +50,8 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     """
     from transfergrid.claims import retry_first_use
 
-    client = _client(tracking_uri)
-    experiment = retry_first_use(lambda: client.get_experiment_by_name(name), f"tracking store {redact(tracking_uri)}")
+    client = retry_first_use(lambda: _client(tracking_uri), f"tracking store {redact(tracking_uri)}", tracking_uri)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             raise ValueError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
