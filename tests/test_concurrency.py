@@ -131,6 +131,7 @@ def test_stopped_or_killed_main_leaves_no_running_run(tmp_path, monkeypatch):
     the rerun marks the runs the dead process left RUNNING as FAILED (abandoned) and completes the study."""
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer.ensure_experiment(uri, "transfergrid")  # created before this test polls it
     log = tmp_path / "stopped.log"
     stopped = _start("main", GRID, log, MLFLOW_TRACKING_URI=uri, **{FAULT_SLEEP_ENV: "120"})
     _wait_for(lambda: _running(uri, "finetune"), stopped, log, what="a running finetune")
@@ -165,6 +166,7 @@ def test_a_signal_to_main_alone_stops_its_workers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    writer.ensure_experiment(uri, "transfergrid")  # created before this test polls it
     log = tmp_path / "main.log"
     main = _start("main", [*GRID, "--workers", "2", "--storage", storage, *hq.FAST_QUEUE[:4]], log,
                   MLFLOW_TRACKING_URI=uri, **{FAULT_SLEEP_ENV: "120"})
