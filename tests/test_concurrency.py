@@ -181,3 +181,21 @@ def test_a_signal_to_main_alone_stops_its_workers(tmp_path, monkeypatch):
                 and "zombie" not in Path(f"/proc/{pid}/status").read_text()], "workers left running"
     assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
     assert not [r for r in _runs(uri) if r.info.status == "RUNNING"]
+
+
+def test_a_running_trial_left_without_a_worker_by_an_older_claim_expires(tmp_path):
+    """What an older version left behind when signalled inside its claim (RUNNING, no heartbeat, no worker): the
+    next worker fails it after the grace period and runs the job again, instead of waiting for it forever."""
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    record = tmp_path / "record.jsonl"
+    study = queue.open_study(queue.open_storage(QueueConfig(storage=storage)), "fake")
+    queue.enqueue(study, [queue.Job("k0", {"kind": "fake", "key": "k0", "record": str(record)})])
+    (trial,) = study.get_trials()
+    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING)  # the cut-off claim
+    command = [sys.executable, str(hq.TESTS / "helpers_queue.py"), storage, "fake"]  # grace period 3 s
+    helper = subprocess.run(command, env=hq.env(), capture_output=True, text=True, timeout=60)
+    assert helper.returncode == 0, helper.stderr[-3000:]
+    assert Counter(t.state.name for t in study.get_trials()) == {"FAIL": 1, "COMPLETE": 1}
+    assert [json.loads(line)["key"] for line in record.read_text().splitlines()] == ["k0"]

@@ -278,6 +278,36 @@ def claim(study):
     return None
 
 
+def expire_unclaimed(study, grace_period: float) -> None:
+    """Fail and retry RUNNING trials that no worker owns, claimed more than `grace_period` s ago.
+
+    A claim records its heartbeat and its worker before anyone can stop it; a RUNNING trial without a worker
+    was cut off inside its claim by an older version (which had no heartbeat to go stale either), and would
+    otherwise stay RUNNING forever, with every waiting worker waiting for it.
+    """
+    from datetime import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage  # noqa: SLF001
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if WORKER in trial.user_attrs or trial.datetime_start is None:
+            continue
+        if (datetime.now() - trial.datetime_start).total_seconds() <= grace_period:
+            continue
+        try:
+            if not storage.set_trial_state_values(_trial_id(trial), state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another worker expired it first
+            continue
+        callback = storage.get_heartbeat_stale_trial_callback()
+        logger.warning("trial %d of %s: RUNNING for %.0f s without a worker: failed, its job retried", trial.number,
+                       study.study_name, (datetime.now() - trial.datetime_start).total_seconds())
+        if callback is not None:
+            callback(study, storage.get_trial(_trial_id(trial)))
+
+
 def _running_copy(study, claimed):
     """Another RUNNING trial of the same job that was claimed before `claimed`, or None."""
     from optuna.trial import TrialState
@@ -385,6 +415,7 @@ def _serve(cfg: WorkerConfig, storage, execute, cache: dict) -> int:
             for name in names:
                 study = optuna.load_study(study_name=name, storage=storage)
                 fail_stale_trials(study)
+                expire_unclaimed(study, cfg.grace_period)
                 held = stopping.hold_signals()  # a stop signal now waits until the claimed job can be given back
                 try:
                     claimed = claim(study)
