@@ -199,3 +199,28 @@ def test_a_running_trial_left_without_a_worker_by_an_older_claim_expires(tmp_pat
     assert helper.returncode == 0, helper.stderr[-3000:]
     assert Counter(t.state.name for t in study.get_trials()) == {"FAIL": 1, "COMPLETE": 1}
     assert [json.loads(line)["key"] for line in record.read_text().splitlines()] == ["k0"]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_two_mains_at_once_through_a_tracking_server_claim_in_the_postgresql_storage(tmp_path, monkeypatch):
+    """A tracking server over HTTP has no database of ours: the run keys are claimed in the queue's storage."""
+    optuna_db, mlflow_db = hq.create_database(), hq.create_database()
+    server, url = hq.start_mlflow_server(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{mlflow_db}",
+                                         tmp_path / "artifacts", tmp_path / "server.log")
+    try:
+        monkeypatch.chdir(tmp_path)
+        storage = f"postgresql://postgres@127.0.0.1:5432/{optuna_db}"
+        writer.ensure_experiment(url, "transfergrid")
+        logs = [tmp_path / f"main{i}.log" for i in range(2)]
+        mains = [_start("main", [*GRID, "--storage", storage], log, MLFLOW_TRACKING_URI=url) for log in logs]
+        for process, log in zip(mains, logs):
+            assert process.wait(timeout=600) == 0, log.read_text()[-4000:]
+        _check_once(url)
+        assert any("waiting for it" in log.read_text() for log in logs)
+        assert not (tmp_path / "optuna.db").exists()  # the claims went to PostgreSQL
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        hq.drop_database(optuna_db)
+        hq.drop_database(mlflow_db)
