@@ -4,7 +4,6 @@ store, killed processes. Real processes, real signals, real SQLite stores."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -68,7 +67,8 @@ def test_a_worker_signalled_while_it_claims_gives_the_job_back(tmp_path, signum)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     record = tmp_path / "record.jsonl"
     study = queue.open_study(queue.open_storage(QueueConfig(storage=storage)), "fake")
-    queue.enqueue(study, [queue.Job(f"k{i}", {"kind": "fake", "key": f"k{i}", "record": str(record)}) for i in range(2)])
+    jobs = [queue.Job(f"k{i}", {"kind": "fake", "key": f"k{i}", "record": str(record)}) for i in range(2)]
+    queue.enqueue(study, jobs)
     command = [sys.executable, str(hq.TESTS / "helpers_queue.py"), storage, "fake"]
     log = tmp_path / "victim.log"
     victim = subprocess.Popen(command, env=hq.env(**{queue.CLAIM_FAULT_SLEEP_ENV: "2"}), stdout=log.open("w"),

@@ -192,7 +192,8 @@ def test_main_with_workers_runs_the_study_on_local_worker_processes(tracking_uri
 
 @pytest.mark.slow
 def test_sigterm_gives_the_job_back_at_once(tracking_uri, tmp_path):
-    """`docker stop` sends SIGTERM: the run ends KILLED, the job is enqueued again without waiting for the grace period."""
+    """`docker stop` sends SIGTERM: the run ends KILLED, the job is enqueued again without waiting for the grace
+    period."""
     grid = ["--tasks", "syn_lookup", "--languages", "xs1"]
     baseline_entry.main(grid)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

@@ -184,7 +184,8 @@ class Claims:
             if self._abandoned(row):
                 with engine.begin() as connection:
                     gone = connection.execute(table.delete().where(
-                        (table.c.run_key == key) & (table.c.owner == row["owner"]) & (table.c.heartbeat == row["heartbeat"])))
+                        (table.c.run_key == key) & (table.c.owner == row["owner"])
+                        & (table.c.heartbeat == row["heartbeat"])))
                 if gone.rowcount:
                     logger.warning("%s: taking over the claim of %s:%s, which is gone", what, row["host"], row["pid"])
                     taken_over = dict(row)

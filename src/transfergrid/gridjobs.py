@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from transfergrid import analysis_run, jobs, queue, runkeys, slurm
+from transfergrid import analysis_run, jobs, queue, slurm
 from transfergrid.config import (
     AnalysisConfig,
     BaselineConfig,
@@ -138,13 +138,9 @@ def enqueue_grid(
     return Enqueued(study, plan, name, added, len(pending), to_enqueue)
 
 
-def _grid_key(plan) -> str:
-    return runkeys.run_key("grid", {"jobs": [job.key for job in plan]})
-
-
 def _grid_tags(study: jobs.Study, cfg: GridConfig, plan, study_name: str) -> dict:
     return {names.MODEL: study.model.id, names.BENCHMARK_SUITE: study.suite.name, names.SEED: cfg.seed,
-            names.RUN_KEY: _grid_key(plan),
+            names.RUN_KEY: jobs.grid_key(plan),
             names.OPTUNA_STUDY: study_name, names.OPTUNA_STORAGE: redact(queue.check_storage_url(cfg.storage))}
 
 
@@ -161,7 +157,7 @@ def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued
     if cfg.dry_run:
         logger.info("dry run")
         return probe
-    with jobs.claimed(probe.study, _grid_key(probe.plan), f"enqueueing the grid of study {probe.study_name}"):
+    with jobs.claimed(probe.study, jobs.grid_key(probe.plan), f"enqueueing the grid of study {probe.study_name}"):
         probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), study=probe.study)  # as it is now
         done = _enqueue_under_grid_run(cfg, probe, launcher_run_id)
     if cfg.workers and probe.pending:
@@ -201,7 +197,8 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
     probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), launcher_run_id=launcher_run_id)
     if cfg.dry_run:
         return probe.plan
-    with jobs.claimed(probe.study, _grid_key(probe.plan), f"the study of {probe.study.model.id} on {probe.study.suite.name}"):
+    what = f"the study of {probe.study.model.id} on {probe.study.suite.name}"
+    with jobs.claimed(probe.study, jobs.grid_key(probe.plan), what):
         probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), study=probe.study)  # as it is now
         _main_on_workers(cfg, probe, launcher_run_id)
     return probe.plan

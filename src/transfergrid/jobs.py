@@ -90,9 +90,10 @@ def open_study(
     if not experiment_id:
         experiment_id = (reader.get_run(uri, launcher_run_id).info.experiment_id if launcher_run_id
                          else writer.ensure_experiment(uri, cfg.experiment))
-    key_claims = claims.Claims(claims.claims_url(uri, getattr(cfg, "storage", "")),
-                               heartbeat_interval=getattr(cfg, "heartbeat_interval", 30),
-                               grace_period=getattr(cfg, "grace_period", 120), poll_seconds=getattr(cfg, "poll_seconds", 2.0))
+    key_claims = claims.Claims(
+        claims.claims_url(uri, getattr(cfg, "storage", "")), heartbeat_interval=getattr(cfg, "heartbeat_interval", 30),
+        grace_period=getattr(cfg, "grace_period", 120), poll_seconds=getattr(cfg, "poll_seconds", 2.0),
+    )
     return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells, claims=key_claims))
 
 
@@ -213,7 +214,9 @@ def run_baseline(
         return _baseline(study, cfg, key, parent_run_id, launcher_run_id)
 
 
-def _baseline(study: Study, cfg: BaselineConfig, key: str, parent_run_id: str | None, launcher_run_id: str | None) -> str:
+def _baseline(
+    study: Study, cfg: BaselineConfig, key: str, parent_run_id: str | None, launcher_run_id: str | None
+) -> str:
     if done := _reuse(study, key, "baseline", launcher_run_id):
         return done
     tags = {**_identity_tags(study, cfg, key), names.RECIPE: "none", names.EVAL_PROTOCOL: cfg.protocol}
@@ -533,6 +536,11 @@ def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     return plan
 
 
+def grid_key(plan: list[PlannedJob]) -> str:
+    """Run key of the grid run of a study plan (claimed for the whole study: two `main` never run it twice)."""
+    return runkeys.run_key("grid", {"jobs": [job.key for job in plan]})
+
+
 def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool = True) -> list[PlannedJob]:
     """The whole study: baseline, every source's fine-tune and evaluation, then the analysis.
 
@@ -562,13 +570,13 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
     plan = plan_study(study, cfg)
     if cfg.dry_run:
         return plan
-    grid_key = runkeys.run_key("grid", {"jobs": [job.key for job in plan]})
-    with claimed(study, grid_key, f"the study of {study.model.id} on {study.suite.name}"):  # a second `main` waits, then reuses
-        _run_study(study, cfg, plan, grid_key, launcher_run_id)
+    key = grid_key(plan)
+    with claimed(study, key, f"the study of {study.model.id} on {study.suite.name}"):  # a second `main` waits, reuses
+        _run_study(study, cfg, plan, key, launcher_run_id)
     return plan
 
 
-def _run_study(study: Study, cfg: MainConfig, plan: list[PlannedJob], grid_key: str, launcher_run_id: str | None) -> None:
+def _run_study(study: Study, cfg: MainConfig, plan: list[PlannedJob], key: str, launcher_run_id: str | None) -> None:
     from tqdm.auto import tqdm
 
     pending = [job for job in plan if not reader.find_finished(study.tracking_uri, study.experiment_id, job.key)]
@@ -580,7 +588,7 @@ def _run_study(study: Study, cfg: MainConfig, plan: list[PlannedJob], grid_key: 
             writer.mark_reused(study.tracking_uri, launcher_run_id, "(all jobs of this study)")
         return
     tags = {names.MODEL: study.model.id, names.BENCHMARK_SUITE: study.suite.name, names.SEED: cfg.seed,
-            names.RUN_KEY: grid_key}
+            names.RUN_KEY: key}
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="grid", tags=tags,
         run_name=f"study {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,

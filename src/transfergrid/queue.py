@@ -236,7 +236,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-CLAIM_FAULT_SLEEP_ENV = "TRANSFERGRID_FAULT_CLAIM_SLEEP_S"  # tests: a worker pauses inside its claim, to be signalled there
+CLAIM_FAULT_SLEEP_ENV = "TRANSFERGRID_FAULT_CLAIM_SLEEP_S"  # tests: a worker pauses inside its claim (to signal it)
 
 
 def claim(study):
