@@ -523,7 +523,7 @@ def worker_command(cfg: QueueConfig, study_name: str, threads: int = 1) -> list[
 def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: str, cwd: Path | None = None) -> list:
     """Start `n` local `worker` processes with one torch thread each (2 threads per process run 4x slower on 2 cores)."""
     env, args = worker_env(cfg, tracking_uri), worker_command(cfg, study_name)
-    return [subprocess.Popen(args, env=env, cwd=cwd, preexec_fn=stopping.die_with_parent) for _ in range(n)]
+    return [subprocess.Popen(args, env=env, cwd=cwd, preexec_fn=stopping.die_with_parent()) for _ in range(n)]
 
 
 def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list[int]:

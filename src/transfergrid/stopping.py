@@ -78,14 +78,19 @@ def release_signals(was_held: bool = False) -> None:
         raise Stopped(signum)
 
 
-def die_with_parent() -> None:
-    """`preexec_fn` of a child process: Linux sends it SIGTERM when its parent dies (even by SIGKILL)."""
+def die_with_parent():
+    """A `preexec_fn` for a child process: Linux sends the child SIGTERM when its parent dies, even by SIGKILL.
+
+    None where `prctl` does not exist (not Linux): the parent stops its children itself when it can. The
+    function is looked up here, in the parent: the child, forked from a process with threads, only calls it.
+    """
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent stops its workers itself when it can
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def process_alive(pid: int) -> bool:
