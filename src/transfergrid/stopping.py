@@ -25,13 +25,17 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-_holding = {"on": False, "pending": None}  # hold_signals: a stop signal waits in "pending" until release_signals
+# hold_signals: a stop signal waits in "pending" until release_signals; "stopping": the signal already raised
+_holding = {"on": False, "pending": None, "stopping": None}
 
 
 def _raise_stopped(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    if _holding["stopping"]:  # a second signal (e.g. SIGTERM twice) must not cut short ending the runs
+        return
     if _holding["on"]:
         _holding["pending"] = _holding["pending"] or signum
         return
+    _holding["stopping"] = signum
     raise Stopped(signum)
 
 
@@ -61,6 +65,8 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if previous[signal.SIGTERM] is not _raise_stopped:  # the outermost one: the next body starts afresh
+            _holding.update(on=False, pending=None, stopping=None)
 
 
 def hold_signals() -> bool:
@@ -74,7 +80,7 @@ def release_signals(was_held: bool = False) -> None:
     """End `hold_signals`: a stop signal that came meanwhile raises `Stopped` here."""
     _holding["on"] = was_held
     if not was_held and (signum := _holding["pending"]):
-        _holding["pending"] = None
+        _holding["pending"], _holding["stopping"] = None, signum
         raise Stopped(signum)
 
 

@@ -184,16 +184,24 @@ def open_run(
                 names.PID: os.getpid(), **tags}
     if parent_run_id:
         all_tags[names.PARENT_RUN_ID] = parent_run_id
-    if adopt_run_id:
-        run_id = adopt_run_id
-        client.set_tag(run_id, "mlflow.runName", _clean(run_name))
-        client.update_run(run_id, status="RUNNING")
-    else:
-        run_id = client.create_run(experiment_id, run_name=_clean(run_name)).info.run_id
-    writer = RunWriter(client, run_id)
-    writer.set_tags(all_tags)
-    logger.info("%s run %s (%s) started", kind, run_id, run_name)
+    held = stopping.hold_signals()  # a stop signal while the run starts waits until the run can be ended KILLED
     try:
+        if adopt_run_id:
+            run_id = adopt_run_id
+            client.set_tag(run_id, "mlflow.runName", _clean(run_name))
+            client.update_run(run_id, status="RUNNING")
+        else:  # born with its tags: even a run whose process dies at once has the run key, host and pid
+            run_id = client.create_run(experiment_id, run_name=_clean(run_name),
+                                       tags={k: _clean(v) for k, v in all_tags.items() if v is not None}).info.run_id
+    except BaseException:
+        stopping.release_signals(held)
+        raise
+    writer = RunWriter(client, run_id)
+    try:
+        stopping.release_signals(held)
+        if adopt_run_id:
+            writer.set_tags(all_tags)
+        logger.info("%s run %s (%s) started", kind, run_id, run_name)
         yield writer
     except BaseException as error:
         end_failed(client, run_id, error)
