@@ -55,6 +55,7 @@ def user_errors():
 
     Validation runs before any model is loaded; if a run was already open, it ended FAILED with the
     full traceback in its `error.txt` artifact.
+
     A stop signal (SIGTERM, Ctrl-C, SIGUSR1) ends the open runs KILLED and exits with 128 + its number,
     with one line instead of a traceback.
     """
