@@ -193,7 +193,8 @@ def test_main_with_workers_runs_the_study_on_local_worker_processes(tracking_uri
 
 @pytest.mark.slow
 def test_sigterm_gives_the_job_back_at_once(tracking_uri, tmp_path):
-    """`docker stop` sends SIGTERM: the run ends FAILED, the job is enqueued again without waiting for the grace period."""
+    """`docker stop` sends SIGTERM: the run ends KILLED, the job is enqueued again without waiting for the grace
+    period."""
     grid = ["--tasks", "syn_lookup", "--languages", "xs1"]
     baseline_entry.main(grid)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -209,7 +210,7 @@ def test_sigterm_gives_the_job_back_at_once(tracking_uri, tmp_path):
     hq.wait_all([hq.start_worker(storage, "--grace_period", "600", log=log)], [log])  # no grace period to wait for
     runs = _check_grid(tracking_uri, 1)
     stopped = [r for r in runs if r.info.status != "FINISHED"]
-    assert [(r.data.tags["kind"], r.info.status) for r in stopped] == [("finetune", "FAILED")]
+    assert [(r.data.tags["kind"], r.info.status) for r in stopped] == [("finetune", "KILLED")]
 
 
 @pytest.mark.slow

@@ -98,13 +98,21 @@ def user_errors():
 
     Validation runs before any model is loaded; if a run was already open, it ended FAILED with the
     full traceback in its `error.txt` artifact.
+
+    A stop signal (SIGTERM, Ctrl-C, SIGUSR1) ends the open runs KILLED and exits with 128 + its number,
+    with one line instead of a traceback.
     """
+    from transfergrid import stopping
     from transfergrid.gguf_models import RealModelUnavailable
     from transfergrid.hub import HubUnavailable
 
     try:
-        yield
+        with stopping.stop_on_signals():
+            yield
     except (ValueError, HubUnavailable, RealModelUnavailable) as error:
         logging.getLogger(__name__).debug("user error", exc_info=True)
         print(f"error: {redact(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as error:
+        print(f"{stopping.reason(error)}: open runs ended KILLED; rerun the same command to continue", file=sys.stderr)
+        raise SystemExit(stopping.exit_status(error)) from None

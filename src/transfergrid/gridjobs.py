@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from transfergrid import analysis_run, jobs, queue, runkeys, slurm, stores
+from transfergrid import analysis_run, jobs, queue, slurm, stores
 from transfergrid.config import (
     AnalysisConfig,
     BaselineConfig,
@@ -144,7 +144,7 @@ def enqueue_grid(
 
 def _grid_tags(study: jobs.Study, cfg: GridConfig, plan, study_name: str) -> dict:
     return {names.MODEL: study.model.id, names.BENCHMARK_SUITE: study.suite.name, names.SEED: cfg.seed,
-            names.RUN_KEY: runkeys.run_key("grid", {"jobs": [job.key for job in plan]}),
+            names.RUN_KEY: jobs.grid_key(plan),
             names.OPTUNA_STUDY: study_name, names.OPTUNA_STORAGE: redact(queue.check_storage_url(cfg.storage))}
 
 
@@ -152,26 +152,20 @@ def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued
     """`grid`: enqueue the jobs under a `grid` run (plan, study name and storage logged; password masked).
 
     With `cfg.workers`, then start that many workers while any job is left: a Slurm array is submitted
-    and left running; local workers are waited for.
+    and left running; local workers are waited for. Two `grid` at once on one study: the second waits
+    while the first enqueues (the grid's run key is claimed), then finds nothing left to enqueue.
     """
     if not cfg.dry_run:
         check_launcher(cfg)
     study = jobs.open_study(cfg, launcher_run_id, create=not cfg.dry_run)
     probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), study=study)
-    if cfg.dry_run or not probe.to_enqueue:
-        logger.info("dry run" if cfg.dry_run else "nothing to enqueue: every job is FINISHED, waiting or running")
-        done = probe
-    else:
-        study = probe.study
-        with writer.open_run(
-            study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
-            run_name=f"grid {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
-        ) as grid:
-            grid.log_config(to_dict(cfg))
-            grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
-            done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
-            grid.log_metrics({"jobs_total": len(probe.plan), "jobs_enqueued": done.added})
-    if cfg.workers and not cfg.dry_run and probe.pending:
+    if cfg.dry_run:
+        logger.info("dry run")
+        return probe
+    with jobs.claimed(probe.study, jobs.grid_key(probe.plan), f"enqueueing the grid of study {probe.study_name}"):
+        probe = enqueue_grid(GridConfig(**{**to_dict(cfg), "dry_run": True}), study=probe.study)  # as it is now
+        done = _enqueue_under_grid_run(cfg, probe, launcher_run_id)
+    if cfg.workers and probe.pending:
         optuna_study = queue.open_study(queue.open_storage(cfg), done.study_name)
         done.workers = launch_workers(cfg, optuna_study, done.study.tracking_uri)
         if cfg.launcher == "local":
@@ -179,9 +173,26 @@ def run_grid(cfg: GridConfig, *, launcher_run_id: str | None = None) -> Enqueued
     return done
 
 
+def _enqueue_under_grid_run(cfg: GridConfig, probe: Enqueued, launcher_run_id: str | None) -> Enqueued:
+    if not probe.to_enqueue:
+        logger.info("nothing to enqueue: every job is FINISHED, waiting or running")
+        return probe
+    study = probe.study
+    with writer.open_run(
+        study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
+        run_name=f"grid {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
+    ) as grid:
+        grid.log_config(to_dict(cfg))
+        grid.log_text("\n".join(map(str, probe.plan)) + "\n", "plan.txt")
+        done = enqueue_grid(cfg, parent_run_id=grid.run_id, study=study)
+        grid.log_metrics({"jobs_total": len(probe.plan), "jobs_enqueued": done.added})
+    return done
+
+
 def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) -> list:
     """`main --workers N`: enqueue, run N workers (local processes with one torch thread each, or a Slurm job
-    array), wait for them, then the analysis.
+    array), wait for them, then the analysis. A second `main` on the same study waits for the first (the
+    study's run key is claimed), then reuses its runs.
 
     Raises:
         RuntimeError: a job is not done after the workers stopped (reasons in the message; the grid run FAILED).
@@ -192,10 +203,18 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
     probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), study=study)
     if cfg.dry_run:
         return probe.plan
+    what = f"the study of {probe.study.model.id} on {probe.study.suite.name}"
+    with jobs.claimed(probe.study, jobs.grid_key(probe.plan), what):
+        probe = enqueue_grid(MainConfig(**{**to_dict(cfg), "dry_run": True}), study=probe.study)  # as it is now
+        _main_on_workers(cfg, probe, launcher_run_id)
+    return probe.plan
+
+
+def _main_on_workers(cfg: MainConfig, probe: Enqueued, launcher_run_id: str | None) -> None:
     study, analysis_cfg = probe.study, AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
     if not probe.pending and jobs.analysis_done(study, analysis_cfg):
         logger.info("nothing to do: every job and the analysis are FINISHED")
-        return probe.plan
+        return
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="grid", tags=_grid_tags(study, cfg, probe.plan, probe.study_name),
         run_name=f"study {study.model.id} {study.suite.name} seed={cfg.seed} ({cfg.workers} workers)",
@@ -217,7 +236,6 @@ def run_main_on_workers(cfg: MainConfig, *, launcher_run_id: str | None = None) 
         if error := unfinished_jobs_error(table, problems):
             raise error
         analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
-    return probe.plan
 
 
 def job_config(cls, data: dict, context: queue.JobContext):

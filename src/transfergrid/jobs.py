@@ -7,12 +7,15 @@ Entry points are thin wrappers around these functions; `main` calls them in sequ
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfergrid import analysis_run, runkeys
+from transfergrid import analysis_run, claims, runkeys, stopping
 from transfergrid.config import (
     AnalysisConfig,
     BaselineConfig,
@@ -41,6 +44,7 @@ class Study:
     model: ModelSpec
     cells: list[Cell]
     models: dict = field(default_factory=dict)  # loaded base models, reused across jobs in a process
+    claims: claims.Claims | None = None  # run-key claims: two processes never run one key at once
 
     def base_model(self, device: str | None):
         """The base (model, tokenizer), loaded once per process and reused by every evaluation."""
@@ -94,7 +98,11 @@ def open_study(
                 writer.prepare_experiment(uri, experiment_id)
         else:
             experiment_id = writer.ensure_experiment(uri, cfg.experiment) if create else writer.find_experiment(uri, cfg.experiment)
-    return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells))
+    key_claims = claims.Claims(
+        claims.claims_url(uri, getattr(cfg, "storage", "")), heartbeat_interval=getattr(cfg, "heartbeat_interval", 30),
+        grace_period=getattr(cfg, "grace_period", 120), poll_seconds=getattr(cfg, "poll_seconds", 2.0),
+    )
+    return resolve_defaults(cfg, Study(uri, experiment_id, suite, model, cells, claims=key_claims))
 
 
 def resolve_defaults(cfg: StudyConfig, study: Study) -> Study:
@@ -185,6 +193,31 @@ def _identity_tags(study: Study, cfg: StudyConfig, key: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def claimed(study: Study, key: str, what: str):
+    """Hold the claim of run key `key` (waiting while another process works on it); RUNNING runs of the key
+    whose process is gone (killed, stopped, its machine rebooted) are marked FAILED as abandoned first."""
+    if study.claims is None:
+        yield
+        return
+    with study.claims.hold(key, what) as taken_over:
+        fail_abandoned(study, key, taken_over)
+        yield
+
+
+def fail_abandoned(study: Study, key: str, taken_over: dict | None = None) -> None:
+    """Mark FAILED the RUNNING runs of `key` whose process is gone: on this machine with its pid not running,
+    or the holder of a claim just taken over. Runs of live processes (and of other machines) are left alone."""
+    host = socket.gethostname()
+    for run_id in reader.running_run_ids(study.tracking_uri, study.experiment_id, key):
+        tags = reader.get_run(study.tracking_uri, run_id).data.tags
+        run_host, run_pid = tags.get(names.HOST), int(tags.get(names.PID) or 0)
+        gone = run_host == host and run_pid and run_pid != os.getpid() and not stopping.process_alive(run_pid)
+        if gone or (taken_over and (taken_over["host"], int(taken_over["pid"])) == (run_host, run_pid)):
+            writer.fail_run(study.tracking_uri, run_id, f"abandoned: its process {run_host}:{run_pid} is gone "
+                                                        f"(found by {host}:{os.getpid()} rerunning run key {key})")
+
+
 def _reuse(study: Study, key: str, what: str, launcher_run_id: str | None) -> str | None:
     done = reader.find_finished(study.tracking_uri, study.experiment_id, key)
     if done:
@@ -200,6 +233,13 @@ def run_baseline(
     """Zero-shot evaluation of the base model on every cell; returns the baseline run id."""
     study = resolve_defaults(cfg, study or open_study(cfg, launcher_run_id))
     key = baseline_key(study, cfg)
+    with claimed(study, key, "baseline"):
+        return _baseline(study, cfg, key, parent_run_id, launcher_run_id)
+
+
+def _baseline(
+    study: Study, cfg: BaselineConfig, key: str, parent_run_id: str | None, launcher_run_id: str | None
+) -> str:
     if done := _reuse(study, key, "baseline", launcher_run_id):
         return done
     tags = {**_identity_tags(study, cfg, key), names.RECIPE: "none", names.EVAL_PROTOCOL: cfg.protocol}
@@ -275,6 +315,14 @@ def run_finetune(
     study = resolve_defaults(cfg, study or open_study(cfg, launcher_run_id))
     source = source_cell(study, cfg)
     key = finetune_key(study, cfg, source)
+    with claimed(study, key, f"finetune {source}"):
+        return _finetune(study, cfg, source, key, parent_run_id, launcher_run_id, extra_tags)
+
+
+def _finetune(
+    study: Study, cfg: FinetuneConfig, source: Cell, key: str, parent_run_id: str | None, launcher_run_id: str | None,
+    extra_tags: dict | None,
+) -> str:
     if done := _reuse(study, key, f"finetune {source}", launcher_run_id):
         return done
     from transfergrid.training import check_target_modules, train_adapter
@@ -386,7 +434,10 @@ def run_evaluate_many(
         run_args = {"parent_run_id": parent, "adopt_run_id": adopt, "extra_tags": extra_tags}
         with AdapterHost(model) as host:
             for ft_run, key in todo:
-                run_ids[ft_run.info.run_id] = _evaluate_one(study, cfg, host, ft_run, key, (baseline_id, base_scores), **run_args)
+                with claimed(study, key, f"evaluate {ft_run.info.run_id}"):
+                    if not (done := _reuse(study, key, f"evaluate {ft_run.info.run_id}", adopt)):
+                        done = _evaluate_one(study, cfg, host, ft_run, key, (baseline_id, base_scores), **run_args)
+                run_ids[ft_run.info.run_id] = done
             study.models[study.model.id] = (host.close(), tokenizer)
         logger.debug("evaluated %d fine-tunes on one base model (%.2f s swapping adapters)", len(todo), host.swap_seconds)
     return [run_ids[run.info.run_id] for run in ft_runs]
@@ -530,6 +581,11 @@ def plan_study(study: Study, cfg: MainConfig) -> list[PlannedJob]:
     return plan
 
 
+def grid_key(plan: list[PlannedJob]) -> str:
+    """Run key of the grid run of a study plan (claimed for the whole study: two `main` never run it twice)."""
+    return runkeys.run_key("grid", {"jobs": [job.key for job in plan]})
+
+
 def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool = True) -> list[PlannedJob]:
     """The whole study: baseline, every source's fine-tune and evaluation, then the analysis.
 
@@ -542,8 +598,6 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
         The plan (for `--dry_run`, nothing else happens).
     """
     from dataclasses import replace
-
-    from transfergrid import console
 
     models = study_models(cfg, get_suite(cfg.suite))
     if len(models) > 1:
@@ -561,6 +615,15 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
     plan = plan_study(study, cfg)
     if cfg.dry_run:
         return plan
+    key = grid_key(plan)
+    with claimed(study, key, f"the study of {study.model.id} on {study.suite.name}"):  # a second `main` waits, reuses
+        _run_study(study, cfg, plan, key, launcher_run_id)
+    return plan
+
+
+def _run_study(study: Study, cfg: MainConfig, plan: list[PlannedJob], key: str, launcher_run_id: str | None) -> None:
+    from transfergrid import console
+
     pending = [job for job in plan if not reader.find_finished(study.tracking_uri, study.experiment_id, job.key)]
     analysis_cfg = AnalysisConfig(experiment=cfg.experiment, tracking_uri=cfg.tracking_uri)
     logger.info("%d of %d jobs to run (%d already FINISHED)", len(pending), len(plan), len(plan) - len(pending))
@@ -568,9 +631,9 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
         logger.info("nothing to do: every job and the analysis are FINISHED")
         if launcher_run_id:
             writer.mark_reused(study.tracking_uri, launcher_run_id, "(all jobs of this study)")
-        return plan
+        return
     tags = {names.MODEL: study.model.id, names.BENCHMARK_SUITE: study.suite.name, names.SEED: cfg.seed,
-            names.RUN_KEY: runkeys.run_key("grid", {"jobs": [job.key for job in plan]})}
+            names.RUN_KEY: key}
     with writer.open_run(
         study.tracking_uri, study.experiment_id, kind="grid", tags=tags,
         run_name=f"study {study.model.id} {study.suite.name} seed={cfg.seed}", adopt_run_id=launcher_run_id,
@@ -585,7 +648,6 @@ def run_main(cfg: MainConfig, *, launcher_run_id: str | None = None, adopt: bool
                 jobs_done.update(1)
         grid.log_metrics({"jobs_total": len(plan), "jobs_run": len(pending)})
         analysis_run.run_analysis(analysis_cfg, experiment_id=study.experiment_id, parent_run_id=grid.run_id)
-    return plan
 
 
 def describe_plan(cfg: MainConfig, plan: list[PlannedJob]) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from transfergrid import stores
+from transfergrid import stopping, stores
 from transfergrid.config import QueueConfig, WorkerConfig
 from transfergrid.redact import redact
 
@@ -160,11 +160,13 @@ def open_storage(cfg: QueueConfig, on_stale: Callable | None = None, *, create: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats and fail_stale_trials are "experimental" since Optuna 2.9; say so once, in the docs, not per poll
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from transfergrid.claims import retry_first_use
+
     try:
-        storage = optuna.storages.RDBStorage(
+        storage = retry_first_use(lambda: optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.heartbeat_interval,
             grace_period=cfg.grace_period, heartbeat_stale_trial_callback=on_stale,
-        )
+        ), f"Optuna storage {redact(url)}", url)
     except Exception as error:  # sqlalchemy's OperationalError, a missing driver, ...
         raise ValueError(f"cannot open Optuna storage {redact(url)!r}: {redact(str(error).splitlines()[0])}") from None
     if sqlite:
@@ -273,8 +275,16 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+CLAIM_FAULT_SLEEP_ENV = "TRANSFERGRID_FAULT_CLAIM_SLEEP_S"  # tests: a worker pauses inside its claim (to signal it)
+
+
 def claim(study):
     """Claim the oldest WAITING trial of `study` (WAITING -> RUNNING, atomically); returns it or None.
+
+    The trial's first heartbeat is recorded before the claim (a heartbeat row of a WAITING trial means
+    nothing): a worker killed at any point after the claim leaves a trial that `fail_stale_trials` sees
+    and retries. Callers hold the stop signals back around it (`stopping.hold_signals`), so a SIGTERM
+    never splits a claim from its worker attributes.
 
     A claimed trial whose job another trial is already running (the job was enqueued twice by two
     enqueuers at once) is told PRUNED with `duplicate_of`, and the next one is tried.
@@ -285,12 +295,15 @@ def claim(study):
     storage = study._storage  # noqa: SLF001 - the storage API is public; Study has no accessor
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = _trial_id(trial)
+        storage.record_heartbeat(trial_id)  # first: there is no moment when the claim has no heartbeat
         try:
             if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 continue
         except UpdateFinishedTrialError:
             continue
-        storage.record_heartbeat(trial_id)  # at once: a kill right after the claim is noticed too
+        if seconds := float(os.environ.get(CLAIM_FAULT_SLEEP_ENV) or 0):
+            logger.warning("fault injection: sleeping %.1f s inside the claim of trial %d", seconds, trial.number)
+            time.sleep(seconds)
         storage.set_trial_user_attr(trial_id, WORKER, worker_id())
         storage.set_trial_user_attr(trial_id, WORKER_PID, os.getpid())
         claimed = storage.get_trial(trial_id)
@@ -302,6 +315,36 @@ def claim(study):
             continue
         return claimed
     return None
+
+
+def expire_unclaimed(study, grace_period: float) -> None:
+    """Fail and retry RUNNING trials that no worker owns, claimed more than `grace_period` s ago.
+
+    A claim records its heartbeat and its worker before anyone can stop it; a RUNNING trial without a worker
+    was cut off inside its claim by an older version (which had no heartbeat to go stale either), and would
+    otherwise stay RUNNING forever, with every waiting worker waiting for it.
+    """
+    from datetime import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage  # noqa: SLF001
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if WORKER in trial.user_attrs or trial.datetime_start is None:
+            continue
+        if (datetime.now() - trial.datetime_start).total_seconds() <= grace_period:
+            continue
+        try:
+            if not storage.set_trial_state_values(_trial_id(trial), state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another worker expired it first
+            continue
+        callback = storage.get_heartbeat_stale_trial_callback()
+        logger.warning("trial %d of %s: RUNNING for %.0f s without a worker: failed, its job retried", trial.number,
+                       study.study_name, (datetime.now() - trial.datetime_start).total_seconds())
+        if callback is not None:
+            callback(study, storage.get_trial(_trial_id(trial)))
 
 
 def _running_copy(study, claimed):
@@ -379,19 +422,9 @@ class StaleJobHandler:
             logger.exception("could not mark the runs of the dead attempt FAILED on %s", redact(uri))
 
 
-# SIGTERM: `docker stop`, `scancel`, a Slurm time limit; SIGUSR1: Slurm's warning before the time limit (--signal)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-def _raise_system_exit(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise SystemExit(f"stopped by signal {signum} ({signal.Signals(signum).name})")
-
-
-def _stop_on_sigterm() -> None:
-    """On a STOP_SIGNALS signal, end the job's runs and trial cleanly (FAILED, given back) instead of dying."""
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, _raise_system_exit)
+# SIGTERM: `docker stop`, `scancel`, a Slurm time limit; SIGUSR1: Slurm's warning before the time limit (--signal);
+# SIGINT: Ctrl-C. Each ends the job's runs KILLED and gives the job back at once (see `stopping`).
+STOP_SIGNALS = stopping.STOP_SIGNALS
 
 
 def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence[float]], *, cache: dict | None = None) -> int:
@@ -401,16 +434,20 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
     told FAIL with `failure_reason` (not retried: it would fail again); a worker that dies leaves its
     job to be retried by another one after `grace_period` seconds.
     """
+    storage = open_storage(cfg, StaleJobHandler(cfg.tracking_uri, cfg.max_retries), create=False)
+    study_names(storage, cfg.study_name)  # a mistyped name fails here, listing the studies
+    cache = {} if cache is None else cache
+    with stopping.stop_on_signals():
+        return _serve(cfg, storage, execute, cache)
+
+
+def _serve(cfg: WorkerConfig, storage, execute, cache: dict) -> int:
     import optuna
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
     from transfergrid.console import progress
 
-    storage = open_storage(cfg, StaleJobHandler(cfg.tracking_uri, cfg.max_retries), create=False)
-    study_names(storage, cfg.study_name)  # a mistyped name fails here, listing the studies
-    cache = {} if cache is None else cache
-    _stop_on_sigterm()
     done = 0
     with progress(desc=f"worker {worker_id()}", unit="job") as bar:
         while not cfg.max_jobs or done < cfg.max_jobs:
@@ -419,7 +456,14 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
             for name in names:
                 study = optuna.load_study(study_name=name, storage=storage)
                 fail_stale_trials(study)
-                if (claimed := claim(study)) is not None:
+                expire_unclaimed(study, cfg.grace_period)
+                held = stopping.hold_signals()  # a stop signal now waits until the claimed job can be given back
+                try:
+                    claimed = claim(study)
+                finally:
+                    if claimed is None:
+                        stopping.release_signals(held)
+                if claimed is not None:
                     break
                 busy |= bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             if claimed is None:
@@ -428,25 +472,28 @@ def run_worker(cfg: WorkerConfig, execute: Callable[[dict, JobContext], Sequence
                     continue
                 break
             context = JobContext(study, claimed.number, _trial_id(claimed), cfg.tracking_uri, cfg.device, cache, cfg.poll_seconds)
-            _run_claimed(storage, study, claimed, context, execute, cfg.heartbeat_interval)
+            _run_claimed(storage, study, claimed, context, execute, cfg.heartbeat_interval, held)
             done += 1
             bar.update()
     logger.info("worker %s: %d jobs run, nothing left", worker_id(), done)
     return done
 
 
-def _run_claimed(storage, study, trial, context: JobContext, execute, interval: float) -> None:
+def _run_claimed(storage, study, trial, context: JobContext, execute, interval: float, held: bool) -> None:
+    """Run a claimed trial's job; `held`: `hold_signals`' value (a stop signal held back since the claim
+    is delivered inside, and gives the job back)."""
     from optuna.trial import TrialState
 
     job = trial.user_attrs.get(JOB) or {}
-    logger.info("trial %d of %s: job %s (%s, attempt %s)", trial.number, study.study_name, trial.user_attrs.get(JOB_KEY),
-                job.get("kind"), trial.user_attrs.get(ATTEMPT, 1))
     try:
+        stopping.release_signals(held)
+        logger.info("trial %d of %s: job %s (%s, attempt %s)", trial.number, study.study_name,
+                    trial.user_attrs.get(JOB_KEY), job.get("kind"), trial.user_attrs.get(ATTEMPT, 1))
         with heartbeat(storage, _trial_id(trial), interval):
             values = execute(job, context)
     except BaseException as error:
         if _still_running(storage, trial):
-            storage.set_trial_user_attr(_trial_id(trial), FAILURE_REASON, redact(f"{type(error).__name__}: {error}")[:2000])
+            storage.set_trial_user_attr(_trial_id(trial), FAILURE_REASON, redact(stopping.reason(error))[:2000])
             study.tell(trial.number, state=TrialState.FAIL)
             if not isinstance(error, Exception):  # SIGTERM / Ctrl-C: the job is not at fault, give it back
                 StaleJobHandler(context.tracking_uri, max_retries=10**6)(study, storage.get_trial(_trial_id(trial)))
@@ -517,11 +564,38 @@ def worker_command(cfg: QueueConfig, study_name: str, threads: int = 1) -> list[
 def start_workers(n: int, cfg: QueueConfig, *, study_name: str, tracking_uri: str, cwd: Path | None = None) -> list:
     """Start `n` local `worker` processes with one torch thread each (2 threads per process run 4x slower on 2 cores)."""
     env, args = worker_env(cfg, tracking_uri), worker_command(cfg, study_name)
-    return [subprocess.Popen(args, env=env, cwd=cwd) for _ in range(n)]
+    return [subprocess.Popen(args, env=env, cwd=cwd, preexec_fn=stopping.die_with_parent()) for _ in range(n)]
 
 
 def wait_workers(processes: list, study=None, poll_seconds: float = 2.0) -> list[int]:
-    """Wait for every worker process, with a progress bar of the study's finished jobs; returns the exit codes."""
+    """Wait for every worker process, with a progress bar of the study's finished jobs; returns the exit codes.
+
+    Stopped itself (a signal to this process alone, an error), it stops the workers first: each gives its job back.
+    """
+    try:
+        return _wait_workers(processes, study, poll_seconds)
+    except BaseException:
+        stop_workers(processes)
+        raise
+
+
+def stop_workers(processes: list, timeout: float = 60.0) -> None:
+    """SIGTERM to each running worker process (it ends its runs and gives its job back), SIGKILL after `timeout` s."""
+    running = [p for p in processes if hasattr(p, "send_signal") and p.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.time() + timeout
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if running:
+        logger.warning("stopped %d worker processes", len(running))
+
+
+def _wait_workers(processes: list, study, poll_seconds: float) -> list[int]:
     from transfergrid.console import progress
 
     def finished() -> tuple[int, int]:

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli.load_entry_config(WorkerConfig, argv, __doc__)
     launcher = writer.launcher_run_id()  # `mlflow run -e ...`: noted at the end, never adopted by job runs
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")  # a password stays out of the command line
+    if cfg.storage:  # jobs claim their run keys there too when the tracking store is a server (see `claims`)
+        os.environ[queue.STORAGE_ENV] = cfg.storage
     cfg.tracking_uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if cfg.torch_threads:
         import torch

@@ -34,6 +34,8 @@ OPTUNA_TRIAL = "optuna_trial_number"  # ... and the trial number
 OPTUNA_STORAGE = "optuna_storage"  # on grid/ablation runs: the storage URL, password masked
 STUDY_RUN_ID = "study_run_id"  # on the job runs of a study (baseline, finetune, evaluate, analysis): its `grid` run
 SOURCE_CELL = "source_cell"  # on finetune/evaluate runs: `task.language`, one column in the MLflow runs table
+HOST = "host"  # the machine whose process wrote the run (with PID: a rerun tells an abandoned run from a live one)
+PID = "pid"
 IMPORTED_FROM = "imported_from"  # on runs made by `import_results`: "<file name> sha256:<hash>"
 
 # The MLflow UI: experiments shown as model training (runs view, not the GenAI overview), and a saved view of the

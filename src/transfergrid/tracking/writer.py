@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import tempfile
 import time
 import traceback
@@ -18,7 +19,7 @@ from typing import Iterator, Mapping
 
 import yaml
 
-from transfergrid import stores
+from transfergrid import stopping, stores
 from transfergrid.grid import Cell
 from transfergrid.redact import redact
 from transfergrid.tracking import names
@@ -74,8 +75,10 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     checked first (`stores.check_tracking_store`, once per process): a dead one fails in seconds. The
     experiment is tagged for the MLflow UI (`prepare_experiment`).
     """
+    from transfergrid.claims import retry_first_use
+
     stores.check_tracking_store(tracking_uri)
-    client = _client(tracking_uri)
+    client = retry_first_use(lambda: _client(tracking_uri), f"tracking store {redact(tracking_uri)}", tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -230,32 +233,55 @@ def open_run(
     if kind not in names.KINDS:
         raise ValueError(f"unknown run kind {kind!r}; valid kinds: {', '.join(names.KINDS)}")
     client = _client(tracking_uri)
-    all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, **tags}
+    all_tags = {names.KIND: kind, names.SCHEMA: names.SCHEMA_VERSION, names.HOST: socket.gethostname(),
+                names.PID: os.getpid(), **tags}
     if parent_run_id:
         all_tags[_link_tag(client, parent_run_id)] = parent_run_id
-    if adopt_run_id:
-        run_id = adopt_run_id
-        client.set_tag(run_id, "mlflow.runName", _clean(run_name))
-        client.update_run(run_id, status="RUNNING")
-    else:
-        run_id = client.create_run(experiment_id, run_name=_clean(run_name)).info.run_id
-    writer = RunWriter(client, run_id)
-    writer.set_tags(all_tags)
-    logger.debug("%s run %s (%s) started", kind, run_id, run_name)
+    held = stopping.hold_signals()  # a stop signal while the run starts waits until the run can be ended KILLED
     try:
+        if adopt_run_id:
+            run_id = adopt_run_id
+            client.set_tag(run_id, "mlflow.runName", _clean(run_name))
+            client.update_run(run_id, status="RUNNING")
+        else:  # born with its tags: even a run whose process dies at once has the run key, host and pid
+            run_id = client.create_run(experiment_id, run_name=_clean(run_name),
+                                       tags={k: _clean(v) for k, v in all_tags.items() if v is not None}).info.run_id
+    except BaseException:
+        stopping.release_signals(held)
+        raise
+    writer = RunWriter(client, run_id)
+    try:
+        stopping.release_signals(held)
+        if adopt_run_id:
+            writer.set_tags(all_tags)
+        logger.debug("%s run %s (%s) started", kind, run_id, run_name)
         yield writer
     except BaseException as error:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        reason = f"{type(error).__name__}: {error}"
-        try:
-            writer.set_tags({names.FAILURE_REASON: reason})
-            writer.log_text("".join(traceback.format_exception(error)), "error.txt")
-            client.set_terminated(run_id, status=status)
-        except Exception:  # the store itself may be what failed; never mask the original error
-            logger.exception("could not mark run %s as %s", run_id, status)
+        end_failed(client, run_id, error)
         raise
     client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
     logger.debug("%s run %s finished", kind, run_id)
+
+
+def end_failed(client, run_id: str, error: BaseException) -> None:
+    """End a run after `error`: KILLED on a stop signal or Ctrl-C, else FAILED; the reason in `failure_reason`.
+
+    The status is set first: when the artifact store is what failed (read-only, full, unreachable), the run
+    still ends. Then, as far as the stores allow, the reason tag and the traceback (`error.txt`).
+    """
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    writer = RunWriter(client, run_id)
+    try:
+        client.set_terminated(run_id, status=status)
+        writer.set_tags({names.FAILURE_REASON: stopping.reason(error)})
+    except Exception:  # the store itself may be what failed; never mask the original error
+        logger.exception("could not mark run %s as %s", run_id, status)
+        return
+    try:
+        writer.log_text("".join(traceback.format_exception(error)), "error.txt")
+    except Exception as artifact_error:  # the artifact store failed: the run is ended all the same
+        logger.warning("run %s ended %s; its traceback could not be stored as error.txt: %s", run_id, status,
+                       redact(f"{type(artifact_error).__name__}: {artifact_error}"))
 
 
 def log_run(
@@ -302,8 +328,8 @@ def log_run(
                     repository.log_artifact(str(path))
     except BaseException as error:
         try:
-            client.set_tag(run_id, names.FAILURE_REASON, _clean(f"{type(error).__name__}: {error}"))
             client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            client.set_tag(run_id, names.FAILURE_REASON, _clean(stopping.reason(error)))
         except Exception:  # the store itself may be what failed; never mask the original error
             logger.exception("could not mark run %s as failed", run_id)
         raise
