@@ -1,6 +1,6 @@
 """Per-cell significance of Δ from per-item predictions: paired bootstrap CI and McNemar test.
 
-Beyond the paper (issue 4, item 4). Both compare the base model and a fine-tuned model on the same
+Beyond the paper. Both compare the base model and a fine-tuned model on the same
 items of a target cell. Inputs are per-item prediction tables with `task, language, item_id, gold,
 predicted` (task/language = the target cell); the fine-tuned table also holds `source_task,
 source_language` and may hold `model, seed, recipe, lora_r, suite`, which both tables share where

@@ -38,7 +38,7 @@ def analysis_inputs(uri: str, experiment_id: str, cfg: AnalysisConfig):
 
 
 def _analysis_selection(cfg: AnalysisConfig) -> dict[str, list]:
-    """Tag -> allowed values of the evaluate runs (issue 4 item 7); empty lists select everything."""
+    """Tag -> allowed values of the evaluate runs; empty lists select everything."""
     return {names.MODEL: cfg.models, names.BENCHMARK_SUITE: cfg.suites, names.SEED: cfg.seeds,
             names.RECIPE: cfg.recipes, names.LORA_R: cfg.lora_ranks}
 
@@ -53,7 +53,7 @@ def _selection_text(cfg: AnalysisConfig) -> str:
 def run_analysis(
     cfg: AnalysisConfig, *, experiment_id: str | None = None, parent_run_id: str | None = None, launcher_run_id: str | None = None
 ) -> str:
-    """Read FINISHED baseline/evaluate runs back and log the full report (issue 4) as the analysis run's artifacts.
+    """Read FINISHED baseline/evaluate runs back and log the full report as the analysis run's artifacts.
 
     Artifacts: `report.html`, `tidy.parquet`, `tables/*.csv`, `figures/*.png` (`transfergrid.report`);
     metrics: `headline_metrics`; tags: the top donor and recipient languages.

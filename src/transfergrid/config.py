@@ -383,7 +383,7 @@ class AnalysisConfig:
     experiment: str = "transfergrid"
     tracking_uri: str | None = None
     filter: str = ""  # extra MLflow filter string, e.g. "tags.model = 'builtin:tiny-llama'"
-    # Run selection (issue 4 item 7); empty = all. Combined with `filter` by AND.
+    # Run selection; empty = all. Combined with `filter` by AND.
     models: list[str] = field(default_factory=list)  # tags.model
     suites: list[str] = field(default_factory=list)  # tags.benchmark_suite
     seeds: list[str] = field(default_factory=list)  # tags.seed (e.g. 42, or "mean" for seed-aggregated imports)

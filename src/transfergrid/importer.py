@@ -1,4 +1,4 @@
-"""Import results computed elsewhere as `baseline`/`evaluate` runs (issue 4 item 6).
+"""Import results computed elsewhere as `baseline`/`evaluate` runs.
 
 Two input formats, both turned into per-seed score tables and logged with exactly the tags and
 metric names of the project's own runs, so the `analysis` entry point runs on them unchanged:

@@ -200,7 +200,7 @@ def _quote(value) -> str:
 
 
 def selection_filter(selection: Mapping[str, Sequence] | None) -> tuple[list[str], dict[str, set[str]]]:
-    """Split a tag selection into MLflow filter clauses and the rest, applied in pandas (issue 4 item 7).
+    """Split a tag selection into MLflow filter clauses and the rest, applied in pandas.
 
     MLflow's search joins clauses with AND only and its `IN` does not work on tags, so a tag with one
     allowed value becomes `tags.<tag> = '<value>'` and a tag with several is filtered after the search.
