@@ -98,3 +98,18 @@ def build_tiny_llama(
     model = LlamaForCausalLM(config)
     model.eval()
     return model
+
+
+def build_gemma3_sliding(tokenizer, window: int, hidden_size: int = 32, heads: int = 2, max_positions: int = 256):
+    """A tiny random Gemma-3-style text model (sliding + full attention layers), sdpa."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=3,
+        num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=16, sliding_window=window,
+        max_position_embeddings=max_positions, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa",
+    )
+    return Gemma3ForCausalLM(config)

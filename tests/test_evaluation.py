@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers_models import build_tiny_llama, build_tiny_tokenizer  # noqa: E402
+from helpers_models import build_gemma3_sliding, build_tiny_llama, build_tiny_tokenizer  # noqa: E402
 from transfergrid import evaluation  # noqa: E402
 from transfergrid.data import Item, PromptFormat, TaskSpec  # noqa: E402
 from transfergrid.evaluation import PREDICTION_COLUMNS, evaluate_cells, predict, score_requests  # noqa: E402
@@ -416,16 +416,7 @@ def test_batches_group_rows_by_shared_prefix():
 def test_sliding_window_models_pack_and_share_only_within_the_window(tokenizer, window):
     """Gemma-3-style layers (sliding + full attention): a block mask or a cached prefix longer than the
     window would let a sliding layer attend too far, so such rows run whole (one sequence per choice)."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, sliding_window=window, max_position_embeddings=1024,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"], pad_token_id=tokenizer.pad_token_id,
-        attn_implementation="sdpa",
-    )
-    gemma = Gemma3ForCausalLM(config).eval()
+    gemma = build_gemma3_sliding(tokenizer, window, hidden_size=64, heads=4, max_positions=1024).eval()
     requests = primed_requests(tokenizer, n_items=4)
     got, fed = fed_tokens(gemma, tokenizer, requests, 6)
     expected = [reference_logliks(gemma, tokenizer, r) for r in requests]

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers_models import WORDS, build_tiny_llama, build_tiny_tokenizer
+from helpers_models import WORDS, build_gemma3_sliding, build_tiny_llama, build_tiny_tokenizer
 from transformers import TrainerCallback, set_seed
 
 from transfergrid import training
@@ -391,17 +391,7 @@ def test_lora_targets_skip_the_vision_tower_of_a_multimodal_model():
 
 
 def gemma3_sliding(tokenizer, window: int):
-    """A tiny random Gemma-3-style text model (sliding + full attention layers), sdpa."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, sliding_window=window, max_position_embeddings=256,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"], pad_token_id=tokenizer.pad_token_id,
-        attn_implementation="sdpa",
-    )
-    return Gemma3ForCausalLM(config)
+    return build_gemma3_sliding(tokenizer, window)
 
 
 def gemma3_multimodal(tokenizer, window: int):

@@ -7,6 +7,7 @@ directories that a killed process left behind are removed after an hour.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,17 @@ from pathlib import Path
 from typing import Callable
 
 logger = logging.getLogger(__name__)
+
+
+BUILD_INFO = "transfergrid_build.json"  # written last inside a build; marks a complete directory
+
+
+def checked_build(target: Path, key: str, value: str, what: str) -> Path:
+    """`target` if its `BUILD_INFO` says `key` = `value` (a complete build of this version), else a RuntimeError."""
+    info = Path(target) / BUILD_INFO
+    if not info.is_file() or json.loads(info.read_text()).get(key) != value:
+        raise RuntimeError(f"{target} exists but is not a complete {what}; delete it and retry")
+    return Path(target)
 
 
 def build_once(target: Path, build_into: Callable[[Path], None]) -> bool:

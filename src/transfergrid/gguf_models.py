@@ -34,12 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from transfergrid.buildcache import build_once
+from transfergrid.buildcache import BUILD_INFO, build_once, checked_build
 
 logger = logging.getLogger(__name__)
 
 CONVERSION_VERSION = "1"  # bump on any change of `_convert_into`: converted directories are rebuilt
-BUILD_INFO = "transfergrid_build.json"  # written last inside a conversion; marks a complete directory
 REAL_EXTRA = "pip install -e '.[real]'"
 
 
@@ -168,10 +167,7 @@ def ensure_converted(gguf_path: Path, target: Path) -> Path:
 
 
 def _checked(target: Path) -> Path:
-    info = target / BUILD_INFO
-    if not info.is_file() or json.loads(info.read_text()).get("conversion_version") != CONVERSION_VERSION:
-        raise RuntimeError(f"{target} exists but is not a complete conversion (version {CONVERSION_VERSION}); delete it and retry")
-    return target
+    return checked_build(target, "conversion_version", CONVERSION_VERSION, f"conversion (version {CONVERSION_VERSION})")
 
 
 def _convert_into(gguf_path: Path, directory: Path) -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from transfergrid import synthetic
-from transfergrid.buildcache import build_once
+from transfergrid.buildcache import BUILD_INFO, build_once, checked_build
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ VOCAB_SIZE = 1024  # model rows; the trained tokenizer may use fewer (unused row
 MAX_POSITIONS = 512  # the paper's longest max_length (SPEC 1.5)
 INIT_SEED = 20240613
 INIT_STD = 0.125  # ~1/sqrt(hidden): at 0.02 logits cannot exceed ~1.3, so the frozen head never gets confident
-BUILD_INFO = "transfergrid_build.json"  # written last inside the build; marks a complete directory
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -84,10 +83,7 @@ def ensure_built(cache_dir: Path) -> Path:
 
 def _checked(target: Path) -> Path:
     """`target` if it holds a complete build of this version, else a RuntimeError."""
-    info = target / BUILD_INFO
-    if not info.is_file() or json.loads(info.read_text()).get("version") != VERSION:
-        raise RuntimeError(f"{target} exists but is not a complete tiny-llama {VERSION} build; delete it and retry")
-    return target
+    return checked_build(target, "version", VERSION, f"tiny-llama {VERSION} build")
 
 
 def _build_into(directory: Path) -> None:
