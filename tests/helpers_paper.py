@@ -106,18 +106,23 @@ def write_fixtures(root: Path, languages=LANGS, train_n: int = 40, test_n: int =
     return root
 
 
-def fixture_suite_yaml(root: Path, languages=LANGS, tasks=("arc_challenge", "global_mmlu", "hellaswag", "truthfulqa"),
-                       train_n: int = 30, test_n: int = 20, extra: str = "") -> str:
-    """A suite reusing the built-in paper benchmarks, reading the fixtures under `root`, with pools drawn
-    (seed 42, `train_n`/`test_n` items) instead of the paper's manifests, whose ids these fixtures lack."""
-    langs = "[" + ", ".join(languages) + "]"
-    sources = {
+def fixture_sources(root: Path) -> dict[str, str]:
+    """Each paper benchmark's `source`, as suite YAML, reading the fixtures (upstream schemas) under `root`."""
+    return {
         "arc_challenge": f'{{load_from_disk: "{root}/m_arc/{{language}}"}}',
         "global_mmlu": f'{{path: parquet, data_files: {{dev: "{root}/global_mmlu/{{language}}/dev.parquet", '
                        f'test: "{root}/global_mmlu/{{language}}/test.parquet"}}}}',
         "hellaswag": f'{{path: json, data_files: {{val: "{root}/m_hellaswag/{{language}}/val.jsonl"}}}}',
         "truthfulqa": f'{{load_from_disk: "{root}/m_truthfulqa/{{language}}"}}',
     }
+
+
+def fixture_suite_yaml(root: Path, languages=LANGS, tasks=("arc_challenge", "global_mmlu", "hellaswag", "truthfulqa"),
+                       train_n: int = 30, test_n: int = 20, extra: str = "") -> str:
+    """A suite reusing the built-in paper benchmarks, reading the fixtures under `root`, with pools drawn
+    (seed 42, `train_n`/`test_n` items) instead of the paper's manifests, whose ids these fixtures lack."""
+    langs = "[" + ", ".join(languages) + "]"
+    sources = fixture_sources(root)
     splits = {
         "arc_challenge": f"{{train: {{split: train, n: {train_n}}}, test: {{split: test, n: {test_n}}}}}",
         "global_mmlu": f"{{train: {{split: dev, n: {train_n}}}, test: {{split: test, n: {test_n}}}}}",

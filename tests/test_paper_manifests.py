@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers_paper import arc_rows, hellaswag_rows, mmlu_rows, truthfulqa_rows
+from helpers_paper import arc_rows, fixture_sources, hellaswag_rows, mmlu_rows, truthfulqa_rows
 
 from transfergrid.data import get_suite, split_train_validation
 from transfergrid.grid import Cell
@@ -102,13 +102,7 @@ def write_manifest_fixtures(root: Path, drop: dict | None = None) -> dict:
 
 def manifest_suite(root: Path, tasks=TASKS) -> Path:
     """A suite reusing the paper benchmarks with only their source replaced: the shipped manifests apply."""
-    sources = {
-        "arc_challenge": f'{{load_from_disk: "{root}/m_arc/{{language}}"}}',
-        "global_mmlu": f'{{path: parquet, data_files: {{dev: "{root}/global_mmlu/{{language}}/dev.parquet", '
-                       f'test: "{root}/global_mmlu/{{language}}/test.parquet"}}}}',
-        "hellaswag": f'{{path: json, data_files: {{val: "{root}/m_hellaswag/{{language}}/val.jsonl"}}}}',
-        "truthfulqa": f'{{load_from_disk: "{root}/m_truthfulqa/{{language}}"}}',
-    }
+    sources = fixture_sources(root)
     lines = ["name: paper-items", "benchmarks:"]
     for task in tasks:
         lines += [f"  - use: paper/{task}", "    languages: [en, de]", f"    source: {sources[task]}"]
