@@ -38,6 +38,7 @@ def test_bad_storage_url_exits_2_naming_it_with_the_password_masked(capsys):
     err = capsys.readouterr().err
     assert "invalid Optuna storage URL 'postgres://tg:***@db/optuna'" in err and "postgresql://" in err
     assert "hunter2" not in err
+    assert queue.STORAGE_ENV not in os.environ  # the refused URL does not stay behind for later commands in this process
     with pytest.raises(ValueError, match=r"cannot open Optuna storage .postgresql\+psycopg2://postgres:\*\*\*@127.0.0.1:1/x.*Connection refused"):
         queue.open_storage(QueueConfig(storage="postgresql://postgres:pw@127.0.0.1:1/x"))
 

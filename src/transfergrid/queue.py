@@ -100,6 +100,22 @@ def default_storage() -> str:
     return f"sqlite:///{Path.cwd() / STORAGE_FILE}"
 
 
+@contextlib.contextmanager
+def storage_in_environment(storage: str) -> Iterator[None]:
+    """`$TRANSFERGRID_STORAGE` set to `storage` while the body runs, so that a worker's jobs claim their run keys in
+    its queue when the tracking store is a server (`claims`); restored afterwards, so nothing leaks into the caller."""
+    previous = os.environ.get(STORAGE_ENV)
+    if storage:
+        os.environ[STORAGE_ENV] = storage
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(STORAGE_ENV, None)
+        else:
+            os.environ[STORAGE_ENV] = previous
+
+
 def check_storage_url(url: str) -> str:
     """The storage URL (default when empty), checked before anything connects.
 

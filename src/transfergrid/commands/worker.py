@@ -21,8 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli.load_entry_config(WorkerConfig, argv, __doc__)
     launcher = writer.launcher_run_id()  # `mlflow run -e ...`: noted at the end, never adopted by job runs
     cfg.storage = cfg.storage or os.environ.get(queue.STORAGE_ENV, "")  # a password stays out of the command line
-    if cfg.storage:  # jobs claim their run keys there too when the tracking store is a server (see `claims`)
-        os.environ[queue.STORAGE_ENV] = cfg.storage
     cfg.tracking_uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if cfg.torch_threads:
         import torch
@@ -32,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         queue.check_storage_url(cfg.storage)
         if cfg.tracking_uri:  # else each job's own URI, checked when its study opens
             writer.checked_tracking_uri(cfg.tracking_uri)
-        done = queue.run_worker(cfg, gridjobs.execute)
+        with queue.storage_in_environment(cfg.storage):  # its jobs claim their run keys there too (see `claims`)
+            done = queue.run_worker(cfg, gridjobs.execute)
     print(f"worker ran {done} jobs")
     if run_id := launcher:  # `mlflow run -e worker`: say where the work went
         writer.note_run(writer.resolve_tracking_uri(cfg.tracking_uri), run_id,
