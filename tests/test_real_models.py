@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from transfergrid import gguf_models
-from transfergrid.models import check_loadable, infer_size_b, load_model, model_dir, resolve_model
+from transfergrid.models import check_loadable, infer_size_b, model_dir, resolve_model
 
 
 def test_builtin_real_models_carry_family_and_size():

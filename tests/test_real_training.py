@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_real_eval import ITEMS, TRUTHFUL, requests_for
+from test_real_eval import ITEMS, requests_for
 from transformers import TrainerCallback
 
 from transfergrid import training

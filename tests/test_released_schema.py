@@ -15,7 +15,7 @@ import pytest
 from analysis.released import RELEASED_HEADER
 from transfergrid import analysis_run
 from transfergrid.config import AnalysisConfig, ImportConfig
-from transfergrid.importer import STATISTICS_ARTIFACT, import_results
+from transfergrid.importer import import_results
 from transfergrid.tracking import names, reader
 
 MODELS = [("Llama-3.2-1B-Instruct", 1.0), ("Qwen2.5-0.5B-Instruct", 0.5)]
@@ -139,6 +139,8 @@ def test_both_spellings_of_the_base_columns_are_read(tmp_path):
     (base_a, ft_a), (base_b, ft_b) = read_results_csv(released), read_results_csv(guessed)
     pd.testing.assert_frame_equal(base_a.drop(columns=["_where"]).reset_index(drop=True),
                                   base_b.drop(columns=["_where"]).reset_index(drop=True), check_like=True)
+    pd.testing.assert_frame_equal(ft_a.drop(columns=["_where"]).reset_index(drop=True),
+                                  ft_b.drop(columns=["_where"]).reset_index(drop=True), check_like=True)
     both = tmp_path / "both.csv"
     frame.assign(base_score_norm_mean=frame["score_norm_base_mean"]).to_csv(both, index=False)
     with pytest.raises(ValueError, match="given twice"):
